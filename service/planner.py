@@ -1,0 +1,283 @@
+"""Job spec + series metadata -> record-set strings and slot-aligned chunks, lazily.
+
+Chunks are ``start/duration[@cadence]`` ranges on the series' time slots (protocol §6.3). Chunk
+``seq`` covers sampled slots ``[seq·n, (seq+1)·n)`` of the job's range, so any chunk is computed
+in O(1) and planning a year of 12 s data never builds the whole list. The same job always gives
+the same chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from service.jobspec import JobSpec, SpecError, format_value
+from service.jsoc.metadata import PrimeKeyInfo, SeriesMeta
+from service.timeutil import (
+    duration_range_slots,
+    format_duration,
+    format_iso_utc,
+    format_tai,
+    parse_duration,
+    parse_time,
+    slot_time,
+)
+
+DEFAULT_MAX_RECORDS = 5_000
+DEFAULT_MAX_BYTES = 20_000 * 2**20  # 20,000 MB, well under JSOC's 100,000 MB export limit
+
+
+class ChunkSplitError(ValueError):
+    """A chunk that cannot be halved (one slot, or a raw recordset without a time range)."""
+
+
+# --- recordset building (protocol §6.1, §6.4) -------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordsetTemplate:
+    """A record-set string with a hole for the time group: ``prefix + time_group + suffix``."""
+
+    prefix: str
+    suffix: str
+
+    def render(self, time_group: str) -> str:
+        return f"{self.prefix}{time_group}{self.suffix}"
+
+
+def _group_text(value: Any) -> str:
+    values = value if isinstance(value, list) else [value]
+    return ",".join(format_value(v) for v in values)
+
+
+def recordset_template(spec: JobSpec, meta: SeriesMeta) -> RecordsetTemplate:
+    """Prime-key groups in declared order (``[]`` for skipped keys, trailing empties dropped),
+    then ``[? where ?]`` and ``{segments}``; the time key's group is the hole."""
+    time_key = meta.time_key()
+    if time_key is None:
+        raise SpecError([f"series {meta.name} has no time prime key; use a recordset job"])
+    given = {k.upper(): v for k, v in spec.prime_keys.items()}
+    if spec.wavelengths:
+        given["WAVELNTH"] = list(spec.wavelengths)
+    groups = [_group_text(given[pk.name.upper()]) if pk.name.upper() in given else ""
+              for pk in meta.primekeys]
+    groups[meta.primekey_names.index(time_key.name)] = "\0"
+    while groups and groups[-1] == "":
+        groups.pop()
+    text = meta.name + "".join(f"[{g}]" for g in groups)
+    if spec.where:
+        text += "[? " + " AND ".join(w.to_sql() for w in spec.where) + " ?]"
+    if spec.segments:
+        text += "{" + ",".join(spec.segments) + "}"
+    prefix, suffix = text.split("\0")
+    return RecordsetTemplate(prefix, suffix)
+
+
+def time_group(start_tai: float, duration: float, cadence: float | None, iso: bool = False) -> str:
+    """``start/duration[@Ns]`` with the start as a JSOC TAI string (or ISO UTC if ``iso``)."""
+    start = format_iso_utc(start_tai) if iso else format_tai(start_tai)
+    text = f"{start}/{format_duration(duration)}"
+    return text + (f"@{format_value(cadence)}s" if cadence else "")
+
+
+def build_recordset(spec: JobSpec, meta: SeriesMeta) -> str:
+    """The DRMS record-set string for the whole job (a recordset job's own string)."""
+    if spec.recordset is not None:
+        return spec.recordset
+    if spec.start_tai is None or spec.end_tai is None:
+        raise SpecError(["a follow job's recordset is built per check, not for the whole job"])
+    time_key = meta.time_key()
+    units = next((k.units for k in meta.keywords if time_key and k.name == time_key.name), "")
+    group = time_group(spec.start_tai, spec.end_tai - spec.start_tai, spec.cadence_seconds,
+                       iso=units.upper() in ("UTC", "UT", "Z"))
+    return recordset_template(spec, meta).render(group)
+
+
+# --- slot grids and chunks --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SlotGrid:
+    """The time key's slots: epoch (TAI s), step (s), and ``round_`` for ts_slot keys."""
+
+    epoch: float
+    step: float
+    round_: float | None = None
+
+
+def _raw_keyword(meta: SeriesMeta, name: str) -> dict[str, Any]:
+    for kw in meta.raw.get("keywords") or []:
+        if isinstance(kw, dict) and str(kw.get("name", "")).lower() == name.lower():
+            return kw
+    return {}
+
+
+def _seconds_of(value: Any) -> float:
+    """A ``<key>_round`` default ("30", "30.000000", "30s"; absent = 0) in seconds."""
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return parse_duration(str(value))
+
+
+def slot_grid(meta: SeriesMeta, key: PrimeKeyInfo, start: float) -> SlotGrid:
+    """The key's grid; a key without slots gets a 1 s grid starting at ``start`` (by value)."""
+    if not (key.slotted and key.step):
+        return SlotGrid(epoch=start, step=1.0, round_=0.0)
+    epoch = parse_time(key.epoch) if key.epoch else 0.0
+    round_ = None
+    if str(_raw_keyword(meta, key.name).get("recscope", "")).lower() == "ts_slot":
+        round_ = _seconds_of(_raw_keyword(meta, f"{key.name}_round").get("defval"))
+    return SlotGrid(epoch=epoch, step=float(key.step), round_=round_)
+
+
+class ChunkPlan(BaseModel):
+    """One export's worth of records. ``part`` names split halves ("0", "1", "01", …)."""
+
+    model_config = ConfigDict(frozen=True)
+    seq: int
+    part: str = ""
+    recordset: str
+    start: str | None  # JSOC TAI string of the first slot (None for an unsplittable recordset)
+    duration: float | None  # seconds covered, first slot to just after the last sampled one
+    est_records: int
+    est_bytes: int
+    # What split_chunk needs to rebuild halves:
+    first_slot: int = 0
+    slot_count: int = 0  # sampled slots in this chunk
+    stride: int = 1
+    grid: tuple[float, float, float | None] | None = None  # (epoch, step, round_)
+    cadence: float | None = None
+    prefix: str = ""
+    suffix: str = ""
+    records_per_slot: float = 1.0
+    bytes_per_record: int = 0
+
+    def slots(self) -> range:
+        """The slot indices this chunk selects."""
+        return range(self.first_slot, self.first_slot + self.slot_count * self.stride, self.stride)
+
+
+def _make_chunk(
+    base: dict[str, Any], grid: SlotGrid, first: int, count: int, stride: int
+) -> ChunkPlan:
+    """A chunk of ``count`` sampled slots starting at slot ``first``."""
+    span = ((count - 1) * stride + 1) * grid.step
+    start_tai = slot_time(first, grid.epoch, grid.step)
+    records = math.ceil(count * base["records_per_slot"] - 1e-9)
+    group = time_group(start_tai, span, base["cadence"])
+    return ChunkPlan(
+        **base, recordset=f"{base['prefix']}{group}{base['suffix']}", start=format_tai(start_tai),
+        duration=span, est_records=records, est_bytes=records * base["bytes_per_record"],
+        first_slot=first, slot_count=count, stride=stride,
+        grid=(grid.epoch, grid.step, grid.round_),
+    )
+
+
+def multiplicity(spec: JobSpec, meta: SeriesMeta) -> int:
+    """Records per slot implied by the spec: product of the listed values of other prime keys."""
+    given = {k.upper(): v for k, v in spec.prime_keys.items()}
+    if spec.wavelengths:
+        given["WAVELNTH"] = spec.wavelengths
+    count = 1
+    for key in meta.primekeys:
+        value = given.get(key.name.upper())
+        if not key.is_time and isinstance(value, list):
+            count *= len(value)
+    return count
+
+
+def chunk_slot_count(records_per_slot: float, bytes_per_record: int, max_records: int,
+                     max_bytes: int) -> int:
+    """Sampled slots per chunk so that records and estimated bytes stay under the limits."""
+    by_records = max_records / records_per_slot if records_per_slot > 0 else math.inf
+    per_slot_bytes = records_per_slot * bytes_per_record
+    by_bytes = max_bytes / per_slot_bytes if per_slot_bytes > 0 else math.inf
+    limit = min(by_records, by_bytes)
+    return max(1, math.floor(limit)) if math.isfinite(limit) else 2**62
+
+
+def plan_chunks(
+    spec: JobSpec, meta: SeriesMeta, *, max_records: int = DEFAULT_MAX_RECORDS,
+    max_bytes: int = DEFAULT_MAX_BYTES, bytes_per_record: int = 0,
+    start_after: int | None = None, records_per_slot: float | None = None,
+    until: str | float | None = None,
+) -> Iterator[ChunkPlan]:
+    """Yield the job's chunks in order, lazily, each under ``max_records`` and ``max_bytes``.
+
+    ``records_per_slot`` (e.g. rs_summary of a sample / its slots) overrides the count implied
+    by the spec unless it is 0; for a time key without slots it means records per second.
+    ``start_after`` is the last seq already stored: planning resumes after it. ``until`` (TAI
+    seconds or a time string) ends a follow job's range. A recordset job is one chunk.
+    """
+    if spec.recordset is not None:
+        if start_after is None or start_after < 0:
+            yield ChunkPlan(seq=0, recordset=spec.recordset, start=None, duration=None,
+                            est_records=0, est_bytes=0, bytes_per_record=bytes_per_record)
+        return
+    time_key, start = meta.time_key(), spec.start_tai
+    end = spec.end_tai if spec.end is not None else until
+    if isinstance(end, str):
+        end = parse_time(end)
+    if time_key is None or start is None or end is None:
+        raise SpecError(["planning needs a time prime key, start, and end (or until for follow)"])
+    if end <= start:
+        return
+    grid = slot_grid(meta, time_key, start)
+    rps = float(records_per_slot or multiplicity(spec, meta))  # a sample of 0 proves nothing
+    template = recordset_template(spec, meta)
+    whole = duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
+                                 spec.cadence_seconds)
+    per_chunk = chunk_slot_count(rps, bytes_per_record, max_records, max_bytes)
+    base = dict(prefix=template.prefix, suffix=template.suffix, cadence=spec.cadence_seconds,
+                records_per_slot=rps, bytes_per_record=bytes_per_record)
+    total = math.ceil(len(whole) / per_chunk)
+    for seq in range((start_after + 1) if start_after is not None else 0, total):
+        sampled = whole[seq * per_chunk:(seq + 1) * per_chunk]
+        yield _make_chunk({**base, "seq": seq}, grid, sampled.start, len(sampled), whole.step)
+
+
+def sample_recordset(spec: JobSpec, meta: SeriesMeta, slots: int = 10) -> tuple[str, int]:
+    """A recordset of the job's first ``slots`` sampled slots, and how many slots it has.
+
+    The caller counts it with rs_summary to get ``records_per_slot`` for ``plan_chunks``.
+    """
+    first = next(plan_chunks(spec, meta, max_records=slots, records_per_slot=1.0), None)
+    if first is None:
+        raise SpecError(["the job's time range is empty"])
+    return first.recordset, first.slot_count
+
+
+def split_chunk(chunk: ChunkPlan) -> tuple[ChunkPlan, ChunkPlan]:
+    """Halve a chunk on a slot boundary; the halves' parts are ``part+"0"`` and ``part+"1"``."""
+    if chunk.grid is None:
+        raise ChunkSplitError(
+            f"chunk {chunk.seq}{chunk.part} is the raw recordset {chunk.recordset!r}; it has no "
+            "planned time range, so it cannot be split")
+    if chunk.slot_count < 2:
+        raise ChunkSplitError(
+            f"chunk {chunk.seq}{chunk.part} ({chunk.recordset}) covers one time slot and cannot "
+            "be split further; ask for fewer segments or prime-key values per job")
+    grid = SlotGrid(*chunk.grid)
+    base = chunk.model_dump(include={"seq", "prefix", "suffix", "cadence", "records_per_slot",
+                                     "bytes_per_record"})
+    half = chunk.slot_count // 2
+    first = _make_chunk({**base, "part": chunk.part + "0"}, grid, chunk.first_slot, half,
+                        chunk.stride)
+    second = _make_chunk({**base, "part": chunk.part + "1"}, grid,
+                         chunk.first_slot + half * chunk.stride, chunk.slot_count - half,
+                         chunk.stride)
+    return first, second
+
+
+def count_slots(spec: JobSpec, meta: SeriesMeta) -> int:
+    """Sampled slots in the whole job's range (0 for a recordset or open-ended job)."""
+    key, start, end = meta.time_key(), spec.start_tai, spec.end_tai
+    if spec.recordset is not None or key is None or start is None or end is None:
+        return 0
+    grid = slot_grid(meta, key, start)
+    return len(duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
+                                    spec.cadence_seconds))
+

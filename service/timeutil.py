@@ -1,0 +1,234 @@
+"""JSOC time strings, TAI/UTC with leap seconds, durations and slot arithmetic (protocol §6.2-6.3).
+
+Times are TAI seconds since 1977-01-01T00:00:00 TAI (the DRMS epoch), as floats. TAI−UTC comes
+from the leap-second table bundled with pyerfa (no network access). Before 1972 the 1972 value
+(10 s) is used; the DRMS epoch is 1977, so nothing the service asks for lies there.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from datetime import UTC, datetime, timedelta
+
+import erfa
+
+DRMS_EPOCH = datetime(1977, 1, 1)  # on the TAI scale
+DAY = 86400.0
+ACCEPTED_TIME_FORMATS = (
+    "JSOC style 2014.01.01_00:00:45_TAI, 2014.01.01_00:00_TAI, 2014.01.01_TAI, 2014.01.01_13, "
+    "2014.01.01 (no zone means UTC; zones TAI, UTC, UT, Z) or ISO 8601 2014-01-01T00:00:00Z, "
+    "2014-01-01T00:00:00.5, 2014-01-01 00:00, 2014-01-01 (UTC unless it ends in _TAI or ' TAI'; "
+    "offsets like +02:00 are allowed)"
+)
+ACCEPTED_DURATIONS = "a number with unit s, m, h or d, e.g. 45s, 10m, 1.5h, 1d"
+
+
+class TimeFormatError(ValueError):
+    """A time or duration string that cannot be understood; the message says what is accepted."""
+
+
+def _leap_table() -> tuple[list[float], list[float]]:
+    """UTC-calendar seconds since 1977-01-01 where each TAI−UTC value starts, and the values."""
+    starts, offsets = [], []
+    for year, month, tai_minus_utc in erfa.leap_seconds.get():
+        if int(year) >= 1972:
+            starts.append((datetime(int(year), int(month), 1) - DRMS_EPOCH).total_seconds())
+            offsets.append(float(tai_minus_utc))
+    return starts, offsets
+
+
+_LEAP_STARTS_UTC, _LEAP_OFFSETS = _leap_table()
+_LEAP_STARTS_TAI = [s + o for s, o in zip(_LEAP_STARTS_UTC, _LEAP_OFFSETS, strict=True)]
+
+
+def tai_minus_utc(utc: datetime) -> float:
+    """TAI−UTC in seconds in effect at a UTC instant (naive or aware)."""
+    naive = _naive_utc(utc)
+    seconds = (naive - DRMS_EPOCH).total_seconds()
+    i = bisect.bisect_right(_LEAP_STARTS_UTC, seconds) - 1
+    return _LEAP_OFFSETS[max(i, 0)]
+
+
+def _naive_utc(dt: datetime) -> datetime:
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+def utc_to_tai(utc: datetime) -> float:
+    """UTC datetime (naive = UTC, or aware) -> TAI seconds since the DRMS epoch."""
+    naive = _naive_utc(utc)
+    return (naive - DRMS_EPOCH).total_seconds() + tai_minus_utc(naive)
+
+
+def _utc_seconds(tai: float) -> tuple[float, bool]:
+    """UTC-calendar seconds since 1977-01-01 for a TAI instant; True inside a leap second."""
+    i = max(bisect.bisect_right(_LEAP_STARTS_TAI, tai) - 1, 0)
+    utc = tai - _LEAP_OFFSETS[i]
+    nxt = i + 1
+    if nxt < len(_LEAP_STARTS_UTC) and utc >= _LEAP_STARTS_UTC[nxt]:
+        # The inserted second 23:59:60: report it as 23:59:59.x and flag it.
+        return utc - 1.0, True
+    return utc, False
+
+
+def tai_to_utc(tai: float) -> datetime:
+    """TAI seconds -> naive UTC datetime (an inserted leap second shows as 23:59:59.x)."""
+    seconds, _ = _utc_seconds(tai)
+    return DRMS_EPOCH + timedelta(seconds=seconds)
+
+
+def tai_to_datetime(tai: float) -> datetime:
+    """TAI seconds -> naive datetime on the TAI calendar."""
+    return DRMS_EPOCH + timedelta(seconds=tai)
+
+
+_JSOC_RE = re.compile(
+    r"(?P<y>\d{4})\.(?P<mo>\d{1,2})\.(?P<d>\d{1,2})"
+    r"(?:_(?P<h>\d{1,2})(?::(?P<mi>\d{1,2})(?::(?P<s>\d{1,2}(?:\.\d+)?))?)?)?"
+    r"(?:_?(?P<zone>TAI|UTC|UT|Z))?",
+    re.IGNORECASE,
+)
+_ISO_RE = re.compile(
+    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})"
+    r"(?:[T ](?P<h>\d{2})(?::(?P<mi>\d{2})(?::(?P<s>\d{2}(?:\.\d+)?))?)?)?"
+    r"(?:(?P<zone>Z|_TAI| TAI|TAI|_UTC| UTC|UTC)|(?P<off>[+-]\d{2}:?\d{2}))?",
+    re.IGNORECASE,
+)
+
+
+def parse_calendar(text: str) -> tuple[datetime, str, bool]:
+    """Split a time string into (naive calendar as written, scale "UTC"/"TAI", leap-second flag).
+
+    The calendar is shifted to UTC when the string carries a numeric offset. The flag is True
+    for a UTC second 60 (the calendar then holds second 59 and the caller adds one second).
+    """
+    if not isinstance(text, str):
+        raise TimeFormatError(
+            f"a time must be a string; got {text!r}. Accepted: {ACCEPTED_TIME_FORMATS}")
+    stripped = text.strip()
+    match = _JSOC_RE.fullmatch(stripped) or _ISO_RE.fullmatch(stripped)
+    if match is None:
+        raise TimeFormatError(f"cannot parse time {text!r}. Accepted: {ACCEPTED_TIME_FORMATS}")
+    parts = match.groupdict()
+    zone = (parts.get("zone") or "UTC").strip(" _").upper()
+    scale = "TAI" if zone == "TAI" else "UTC"
+    second = float(parts["s"] or 0)
+    leap = second >= 60
+    if leap and (scale == "TAI" or second >= 61):
+        raise TimeFormatError(f"time {text!r} has second {second:g}; only UTC allows second 60")
+    try:
+        calendar = datetime(
+            int(parts["y"]), int(parts["mo"]), int(parts["d"]),
+            int(parts["h"] or 0), int(parts["mi"] or 0), int(second) - (1 if leap else 0),
+        ) + timedelta(seconds=second - int(second))
+    except ValueError as exc:
+        raise TimeFormatError(f"time {text!r} is not a valid date/time ({exc})") from None
+    if parts.get("off"):
+        off = parts["off"].replace(":", "")
+        delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
+        calendar = calendar - delta if off[0] == "+" else calendar + delta
+    return calendar, scale, leap
+
+
+def parse_time(text: str) -> float:
+    """JSOC or ISO time string -> TAI seconds since the DRMS epoch (UTC unless it says TAI)."""
+    calendar, scale, leap = parse_calendar(text)
+    if scale == "TAI":
+        return (calendar - DRMS_EPOCH).total_seconds()
+    return utc_to_tai(calendar) + (1.0 if leap else 0.0)
+
+
+def _seconds_text(second: float) -> str:
+    whole = int(second)
+    frac = round(second - whole, 6)
+    if frac <= 0 or frac >= 1:
+        return f"{whole + (1 if frac >= 1 else 0):02d}"
+    return f"{whole:02d}" + f"{frac:.6f}"[1:].rstrip("0")
+
+
+def format_tai(tai: float) -> str:
+    """TAI seconds -> JSOC TAI string, e.g. 2014.01.01_00:00:45_TAI (fraction only if needed)."""
+    dt = tai_to_datetime(round(tai, 6))
+    sec = dt.second + dt.microsecond / 1e6
+    return f"{dt:%Y.%m.%d_%H:%M}:{_seconds_text(sec)}_TAI"
+
+
+def format_iso_utc(tai: float) -> str:
+    """TAI seconds -> ISO UTC string, e.g. 2014-01-01T00:00:01Z (second 60 in a leap second)."""
+    seconds, in_leap = _utc_seconds(round(tai, 6))
+    dt = DRMS_EPOCH + timedelta(seconds=seconds)
+    sec = dt.second + dt.microsecond / 1e6 + (1 if in_leap else 0)
+    return f"{dt:%Y-%m-%dT%H:%M}:{_seconds_text(sec)}Z"
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """"45s", "10m", "1.5h", "1d" (or a plain number of seconds) -> seconds, > 0."""
+    if isinstance(value, bool):
+        raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.fullmatch(str(value).strip())
+        if match is None:
+            raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise TimeFormatError(f"a duration must be positive ({ACCEPTED_DURATIONS}); got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> the shortest exact JSOC duration, e.g. 7200 -> '2h', 600 -> '10m', 45 -> '45s'."""
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size and float(seconds) % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds!r}s"
+
+
+# --- slot arithmetic (protocol §6.3) ---------------------------------------------------------
+
+def slot_index(tai: float, epoch: float, step: float, round_: float | None = None) -> int:
+    """Slot of a time: floor((t − epoch + step/2) / step); ``round_/2`` replaces step/2 if given."""
+    half = step / 2.0 if round_ is None else round_ / 2.0
+    return math.floor((tai - epoch + half) / step + 1e-9)
+
+
+def slot_time(index: int, epoch: float, step: float) -> float:
+    """TAI seconds of slot ``index``: epoch + index × step."""
+    return epoch + index * step
+
+
+def cadence_stride(cadence: float | None, step: float) -> int:
+    """Slots between samples for ``@cadence``: round(cadence/step), at least 1."""
+    return 1 if cadence is None else max(1, round(cadence / step))
+
+
+def duration_slot_count(duration: float, step: float) -> int:
+    """Slots selected by ``a/d``: max(1, floor(d/step))."""
+    return max(1, math.floor(duration / step + 1e-9))
+
+
+def duration_range_slots(
+    start: float, duration: float, epoch: float, step: float,
+    round_: float | None = None, cadence: float | None = None,
+) -> range:
+    """Slot indices of ``start/duration[@cadence]``: end excluded, every stride-th slot."""
+    first = slot_index(start, epoch, step, round_)
+    return range(first, first + duration_slot_count(duration, step), cadence_stride(cadence, step))
+
+
+def interval_slots(
+    start: float, end: float, epoch: float, step: float,
+    round_: float | None = None, cadence: float | None = None,
+) -> range:
+    """Slot indices of ``start-end[@cadence]``: both ends included."""
+    first = slot_index(start, epoch, step, round_)
+    last = slot_index(end, epoch, step, round_)
+    return range(first, last + 1, cadence_stride(cadence, step))
