@@ -1,0 +1,141 @@
+"""CLI: ``python -m jsocsim --data-dir DIR --email ADDR [options]``; serves until SIGINT/SIGTERM.
+
+Prints ``jsocsim listening on http://HOST:PORT/`` (flushed) once it accepts connections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsocsim.config import OFFLINE_MODES, FaultConfig, make_config
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'65536', '64K', '15M', '1.5GiB' -> bytes."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: use bytes or a K/M/G suffix")
+    unit = (m[2] or "").lower()[:1]
+    return int(float(m[1]) * _SIZE_UNITS[unit])
+
+
+def parse_fault(text: str) -> tuple[str, Any]:
+    """'NAME=VALUE' -> (FaultConfig field, typed value)."""
+    name, sep, raw = text.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(FaultConfig)}
+    name = name.strip().replace("-", "_")
+    if not sep or name not in fields:
+        raise argparse.ArgumentTypeError(
+            f"bad --fault {text!r}: use NAME=VALUE with NAME one of {', '.join(sorted(fields))}")
+    try:
+        return name, _fault_value(name, raw.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad --fault {text!r}: {exc}") from None
+
+
+def _fault_value(name: str, raw: str) -> Any:
+    if name == "changing_files":
+        return [p.strip() for p in raw.split(",") if p.strip()]
+    if name == "outages":  # "start:duration,start:duration"
+        windows = []
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            start, _, duration = part.partition(":")
+            if not duration:
+                raise ValueError("outages takes START:DURATION[,START:DURATION...] in seconds")
+            windows.append((float(start), float(duration)))
+        return windows
+    if name == "export_expire_after":
+        return None if raw.lower() in ("", "none") else float(raw)
+    if name in ("seed", "status6_polls"):
+        return int(raw)
+    return float(raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for every emulator option."""
+    p = argparse.ArgumentParser(prog="python -m jsocsim", description=__doc__.split("\n")[0])
+    add = p.add_argument
+    add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    add("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
+    add("--data-dir", type=Path, required=True, help="directory for generated files and exports")
+    add("--email", action="append", default=[], help="registered notify address (repeatable)")
+    add("--pending-email", action="append", default=[],
+        help="address whose registration is pending (checkAddress status 3; repeatable)")
+    add("--staging-delay", type=float, default=1.0, help="seconds in status 2, then in 1")
+    add("--export-expiry", type=float, default=7 * 86400.0,
+        help="seconds after completion until an export reports status 5 (default 7 days)")
+    add("--file-size", type=parse_size, default=64 * 1024,
+        help="bytes of generated image data per file, e.g. 64K or 15M (default 64K)")
+    add("--pending-per-email", type=int, default=1, help="pending exports per email (default 1)")
+    add("--pending-per-ip", type=int, default=10, help="pending exports per IP (default 10)")
+    add("--pending-timeout", type=float, default=3600.0,
+        help="seconds a pending export counts toward the limits (default 3600)")
+    add("--dup-window", type=float, default=86400.0, help="duplicate-export window in seconds")
+    add("--max-export-mb", type=int, default=100_000, help="status 3 above this size (MB)")
+    add("--download-connections", type=int, default=1, dest="download_connections_per_client",
+        help="concurrent file downloads allowed per client IP (default 1)")
+    add("--offline-mode", choices=OFFLINE_MODES, default="status25",
+        help="offline data: status25 (2022 JSOC) or tape (staged restore)")
+    add("--tape-delay", type=float, default=5.0, help="extra staging seconds in tape mode")
+    add("--seed", type=int, default=0, help="seed for generated content")
+    add("--clock-start", default=None, help="simulated start time, e.g. 2025.01.01_00:00:00_TAI")
+    add("--fault", type=parse_fault, action="append", default=[], metavar="NAME=VALUE",
+        help="fault setting, repeatable: " + ", ".join(f.name for f in
+                                                       dataclasses.fields(FaultConfig)))
+    add("--log-level", default="WARNING", help="logging level (default WARNING)")
+    return p
+
+
+async def serve(options: dict[str, Any]) -> None:
+    """Start the emulator, print its URL, and wait for SIGINT/SIGTERM."""
+    from jsocsim.server import Emulator
+
+    emulator = Emulator(make_config(**options))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base_url = await emulator.start()
+    print(f"jsocsim listening on {base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = vars(build_parser().parse_args(argv))
+    logging.basicConfig(level=args.pop("log_level").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    faults = dict(args.pop("fault"))
+    args["emails"] = args.pop("email")
+    args["pending_emails"] = args.pop("pending_email")
+    try:
+        args["faults"] = FaultConfig().updated(**faults)
+        make_config(**args)  # validate before binding
+    except (ValueError, TypeError) as exc:
+        print(f"jsocsim: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args))
+    except OSError as exc:
+        print(f"jsocsim: error: cannot serve on {args['host']}:{args['port']}: {exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
