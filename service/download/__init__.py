@@ -1,0 +1,43 @@
+"""Resumable downloads: fetch, verification, connection limits and safe destination paths."""
+
+from service.download.fetch import (
+    FetchError,
+    FetchPermanentError,
+    FetchResult,
+    FetchRetryableError,
+    FetchVerifyError,
+    fetch_file,
+)
+from service.download.limits import (
+    BreakerState,
+    CircuitBreaker,
+    HostBreakers,
+    HostLimiter,
+    backoff_delay,
+    retry_after_seconds,
+    retry_delay,
+)
+from service.download.paths import UnsafePathError, part_path, safe_join
+from service.download.verify import VerificationError, check_fits, verify_file
+
+__all__ = [
+    "BreakerState",
+    "CircuitBreaker",
+    "FetchError",
+    "FetchPermanentError",
+    "FetchResult",
+    "FetchRetryableError",
+    "FetchVerifyError",
+    "HostBreakers",
+    "HostLimiter",
+    "UnsafePathError",
+    "VerificationError",
+    "backoff_delay",
+    "check_fits",
+    "fetch_file",
+    "part_path",
+    "retry_after_seconds",
+    "retry_delay",
+    "safe_join",
+    "verify_file",
+]

@@ -61,3 +61,67 @@ class SeriesMeta:
     def time_key(self) -> PrimeKeyInfo | None:
         """The first time-valued prime key (T_REC, T_OBS, T_START …), if any."""
         return next((p for p in self.primekeys if p.is_time), None)
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _seconds(value: Any) -> float | None:
+    """A step value ("45", "45.000000", "720s", "1d", 45) in seconds; None if not a duration."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        return float(number) * (unit or 1.0)
+    except ValueError:
+        return None
+
+
+def _keyword_defaults(keywords: list[dict[str, Any]]) -> dict[str, str]:
+    return {str(k.get("name", "")).lower(): str(k.get("defval", "")) for k in keywords}
+
+
+def _primekeys(payload: dict[str, Any], keywords: list[dict[str, Any]]) -> list[PrimeKeyInfo]:
+    types = {str(k.get("name", "")).lower(): str(k.get("type", "")) for k in keywords}
+    defaults = _keyword_defaults(keywords)
+    infos = {str(p.get("name")): p for p in payload.get("primekeysinfo") or [] if p}
+    result = []
+    for name in payload.get("primekeys") or []:
+        if not name:  # a series without prime keys reports [null]
+            continue
+        info = infos.get(name, {})
+        slotted = bool(int(info.get("slotted", 0) or 0))
+        step = _seconds(info.get("step")) if slotted else None
+        if slotted and step is None:
+            step = _seconds(defaults.get(f"{name.lower()}_step"))
+        epoch = defaults.get(f"{name.lower()}_epoch") if slotted else None
+        result.append(PrimeKeyInfo(name=name, slotted=slotted, step=step, epoch=epoch or None,
+                                   is_time=types.get(name.lower()) == "time"))
+    return result
+
+
+def parse_series_struct(payload: dict[str, Any], name: str | None = None) -> SeriesMeta:
+    """SeriesMeta from a jsoc_info op=series_struct reply (protocol §3.4).
+
+    `name` is the series name as asked; the reply itself does not repeat it.
+    """
+    keywords = [k for k in payload.get("keywords") or [] if isinstance(k, dict)]
+    return SeriesMeta(
+        name=name or str(payload.get("name", "")),
+        note=str(payload.get("note") or ""),
+        primekeys=_primekeys(payload, keywords),
+        keywords=[KeywordInfo(name=str(k.get("name")), type=str(k.get("type") or ""),
+                              units=str(k.get("units") or ""), note=str(k.get("note") or ""))
+                  for k in keywords],
+        segments=[SegmentInfo(name=str(s.get("name")), protocol=str(s.get("protocol") or ""),
+                              dims=str(s.get("dims") or ""), units=str(s.get("units") or ""),
+                              note=str(s.get("note") or ""))
+                  for s in payload.get("segments") or [] if isinstance(s, dict)],
+        links=[str(link.get("name")) for link in payload.get("links") or []
+               if isinstance(link, dict)],
+        raw=payload,
+    )

@@ -1,0 +1,95 @@
+"""Safe destination paths: a name from a server or a request never escapes the download root.
+
+Accepted: a relative path of plain components (letters, digits, punctuation other than `/` and
+`\\`), no `.` or `..` components, no empty components, no NUL or control characters, each
+component at most 255 bytes, and no symlink on the way that leads outside the root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+MAX_COMPONENT_BYTES = 255
+PART_SUFFIX = ".part"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class UnsafePathError(ValueError):
+    """A destination name that could escape the download root or is not a usable file name."""
+
+
+def _reject(name: str, why: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"unsafe destination path {name!r}: {why}; accepted: a relative path inside the "
+        f"download root made of plain names (no '..', '.', empty parts, absolute paths, "
+        f"backslashes, NUL or control characters)"
+    )
+
+
+def check_relative_name(name: str) -> list[str]:
+    """Validate a relative name and return its components; raise UnsafePathError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise _reject(str(name), "it is empty")
+    if "\x00" in name:
+        raise _reject(name, "it contains a NUL byte")
+    if _CONTROL.search(name):
+        raise _reject(name, "it contains a control character")
+    if "\\" in name:
+        raise _reject(name, "it contains a backslash")
+    if name.startswith("/") or _DRIVE.match(name):
+        raise _reject(name, "it is an absolute path")
+    parts = name.split("/")
+    for part in parts:
+        if part == "":
+            raise _reject(name, "it has an empty path component (leading, trailing or '//')")
+        if part in (".", ".."):
+            raise _reject(name, f"it has a {part!r} component")
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise _reject(name, f"a component is longer than {MAX_COMPONENT_BYTES} bytes")
+        if part.endswith(PART_SUFFIX) and part == parts[-1]:
+            raise _reject(name, f"file names ending in {PART_SUFFIX!r} are reserved for downloads")
+    return parts
+
+
+def check_filename(name: str) -> str:
+    """Validate a single file name (no directory part), e.g. one sent by a server."""
+    parts = check_relative_name(name)
+    if len(parts) != 1:
+        raise _reject(name, "a file name may not contain '/'")
+    return name
+
+
+def safe_join(root: Path | str, name: str) -> Path:
+    """`root / name`, guaranteed to stay inside `root` even through existing symlinks.
+
+    The root itself may be a symlink; only what lies below it is checked. A final component that
+    is an existing symlink is rejected (the download would replace the link, not its target).
+    """
+    parts = check_relative_name(name)
+    root_real = Path(os.path.realpath(root))
+    candidate = root_real.joinpath(*parts)
+    resolved = Path(os.path.realpath(candidate))
+    if resolved != root_real and root_real not in resolved.parents:
+        raise _reject(name, f"it resolves to {str(resolved)!r}, outside the download root "
+                            f"{str(root_real)!r} (through a symlink)")
+    if candidate.is_symlink():
+        raise _reject(name, "the destination is an existing symlink")
+    if candidate.is_dir():
+        raise _reject(name, "the destination is an existing directory")
+    return candidate
+
+
+def part_path(dest: Path) -> Path:
+    """The partial-download file that belongs to `dest`."""
+    return dest.with_name(dest.name + PART_SUFFIX)
+
+
+def basename_from_server(path: str) -> str:
+    """The last component of a server path (e.g. an absolute SUMS path), validated."""
+    name = PurePosixPath(path).name
+    if not name:
+        raise _reject(path, "it has no file name")
+    return check_filename(name)

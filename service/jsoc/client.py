@@ -1,0 +1,376 @@
+"""Async JSOC client (aiohttp): jsoc_info, checkAddress and jsoc_fetch (protocol §3).
+
+One ClientSession with one TCPConnector (keep-alive; per-host limit 1 by default) talks to one
+JSOC server. The base URL is the server root: CGIs live under `cgi-bin/ajax/`, files under the
+root (like drms's `http_download_baseurl`). CGI failures raise the typed errors of `status.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from types import TracebackType
+from typing import Any, NamedTuple
+from urllib.parse import quote_plus
+
+import aiohttp
+from yarl import URL
+
+from service.download.limits import retry_after_seconds
+from service.jsoc.metadata import SeriesMeta, parse_series_struct
+from service.jsoc.status import (
+    JsocHttpError,
+    JsocPermanentError,
+    JsocTransientError,
+    StatusKind,
+    classify_status,
+    error_for_status,
+)
+
+__all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "user_agent"]
+
+CGI_PATH = "cgi-bin/ajax/"
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=30.0,
+                                        sock_read=120.0)
+PENDING_OR_DONE = frozenset({0, 1, 2, 12})
+
+
+def user_agent() -> str:
+    """`jsoc-bulk/<version>`."""
+    try:
+        version = importlib_metadata.version("jsoc-bulk")
+    except importlib_metadata.PackageNotFoundError:
+        version = "0"
+    return f"jsoc-bulk/{version}"
+
+
+def _series_name(recordset: str) -> str:
+    """Leading series name of a record set, lower-cased (the series_struct cache key)."""
+    end = len(recordset)
+    for mark in "[{":
+        pos = recordset.find(mark)
+        if pos != -1:
+            end = min(end, pos)
+    return recordset[:end].strip().lower()
+
+
+class DataRow(NamedTuple):
+    """One `data` row of an export reply / index.json."""
+
+    record: str
+    filename: str
+
+
+class ExportItem(NamedTuple):
+    """One downloadable file of a finished export."""
+
+    record: str  # record spec without `{segment}` ("" for a tar file)
+    segment: str | None  # segment name when known
+    url: str
+    filename: str  # local file name suggestion (a single path component)
+
+
+@dataclass
+class ExportReply:
+    """A jsoc_fetch reply (exp_request, exp_status or index.json), with numbers normalised."""
+
+    status: int
+    request_id: str | None = None
+    wait: float = 0.0
+    size_mb: int = 0
+    rcount: int = 0
+    count: int = 0
+    method: str = ""
+    protocol: str = ""
+    dir: str = ""
+    data: list[DataRow] = field(default_factory=list)
+    tarfile: str | None = None
+    error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def kind(self) -> StatusKind:
+        return classify_status(self.status)
+
+    @property
+    def is_quick(self) -> bool:
+        """An immediate url_quick answer: files are absolute SUMS paths, no request id."""
+        return self.status == 0 and not self.dir and not self.request_id
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> ExportReply:
+        """Parse a reply whose numbers may be JSON strings ("status":"0") or numbers."""
+        request_id = payload.get("requestid", payload.get("reqid"))
+        rows = [DataRow(str(r.get("record") or ""), str(r.get("filename") or ""))
+                for r in payload.get("data") or [] if isinstance(r, dict)]
+        count = _as_int(payload.get("count"), len(rows))
+        return cls(
+            status=_as_int(payload.get("status"), 4),
+            request_id=str(request_id) if request_id not in (None, "", "VOID") else None,
+            wait=_as_float(payload.get("wait"), 0.0),
+            size_mb=_as_int(payload.get("size"), 0),
+            rcount=_as_int(payload.get("rcount"), count),
+            count=count,
+            method=str(payload.get("method") or ""),
+            protocol=str(payload.get("protocol") or ""),
+            dir=str(payload.get("dir") or ""),
+            data=rows,
+            tarfile=str(payload["tarfile"]) if payload.get("tarfile") else None,
+            error=str(payload.get("error") or payload.get("errmsg") or "") or None,
+            raw=payload,
+        )
+
+    @property
+    def missing(self) -> list[DataRow]:
+        """Rows that name no file (`NoDataFile`, `warning=…`, empty filename)."""
+        return [row for row in self.data if not _is_file_row(row)]
+
+
+_SEGMENT_SUFFIX = re.compile(r"\{([^{}]*)\}\s*$")
+
+
+def _is_file_row(row: DataRow) -> bool:
+    return bool(row.filename) and row.filename != "NoDataFile" and \
+        not row.record.startswith("warning=")
+
+
+def split_segment(record: str) -> tuple[str, str | None]:
+    """`hmi.V_45s[…][2]{Dopplergram}` -> (`hmi.V_45s[…][2]`, `Dopplergram`)."""
+    match = _SEGMENT_SUFFIX.search(record)
+    if not match:
+        return record, None
+    return record[: match.start()], match.group(1) or None
+
+
+def quick_filename(record: str, segment: str | None, server_path: str) -> str:
+    """drms-style local name for a url_quick file: series, prime-key values without `.:-`,
+    segment, extension (`hmi.V_45s.20160401_000000_TAI.2.Dopplergram.fits`)."""
+    basename = server_path.rsplit("/", 1)[-1]
+    series = record.split("[", 1)[0].split("{", 1)[0]
+    values = [re.sub(r"[.:\-]", "", v).replace("/", "_") for v in re.findall(r"\[([^]]*)\]",
+                                                                            record)]
+    ext = "." + basename.rsplit(".", 1)[-1] if "." in basename else ""
+    tail = segment or (basename[: -len(ext)] if ext else basename)
+    return ".".join(p for p in [series, *values, tail] if p) + ext
+
+
+def _guess_segment(filename: str, segments: list[str] | tuple[str, ...]) -> str | None:
+    """The longest segment name that ends the file's stem (`….continuum.fits` -> continuum)."""
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    matches = [s for s in segments if stem == s or stem.endswith("." + s)]
+    return max(matches, key=len) if matches else None
+
+
+def build_items(reply: ExportReply, file_url: Callable[[str], str],
+                segments: list[str] | tuple[str, ...] = ()) -> list[ExportItem]:
+    """File URLs of a finished export (protocol §4.1): quick -> absolute SUMS path,
+    staged -> dir + "/" + filename, tar -> tarfile. Rows without a file are skipped."""
+    if reply.status != 0:
+        raise ValueError(f"export {reply.request_id} is not finished (status {reply.status})")
+    if reply.tarfile and reply.method.endswith("-tar"):
+        name = reply.tarfile.rsplit("/", 1)[-1]
+        return [ExportItem("", None, file_url(reply.tarfile), name)]
+    items = []
+    for row in reply.data:
+        if not _is_file_row(row):
+            continue
+        record, segment = split_segment(row.record)
+        basename = row.filename.rsplit("/", 1)[-1]
+        segment = segment or _guess_segment(basename, segments)
+        if reply.dir:
+            url, name = file_url(reply.dir.rstrip("/") + "/" + row.filename), basename
+        else:
+            url, name = file_url(row.filename), quick_filename(record, segment, row.filename)
+        items.append(ExportItem(record, segment, url, name))
+    return items
+
+
+class JsocClient:
+    """Talks to one JSOC server. Use as `async with JsocClient(base_url) as jsoc:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        per_host_limit: int = 1,
+        total_limit: int = 8,
+        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        keepalive_timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"JSOC base URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = URL(base_url if base_url.endswith("/") else base_url + "/")
+        self._timeout = timeout
+        self._own_session = session is None
+        self._session = session
+        self._connector_args = {"limit": total_limit, "limit_per_host": per_host_limit,
+                                "keepalive_timeout": keepalive_timeout}
+        self._series_cache: dict[str, SeriesMeta] = {}
+
+    async def __aenter__(self) -> JsocClient:
+        self.session  # noqa: B018 - create it inside the running loop
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session (also usable by the downloader: same connector and limits)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(**self._connector_args)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout,
+                headers={"User-Agent": user_agent()},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    def file_url(self, path: str) -> str:
+        """Absolute URL of a server path such as `/SUM58/D1/S00008/x.fits`."""
+        return str(self.base_url.with_path(self.base_url.path.rstrip("/") + "/" + path.lstrip("/")))
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _get_json(self, cgi: str, params: dict[str, Any]) -> dict[str, Any]:
+        """GET a CGI and parse its JSON body (latin-1, as drms does)."""
+        url = self.base_url.join(URL(CGI_PATH + cgi)).with_query(
+            {k: str(v) for k, v in params.items() if v is not None})
+        try:
+            async with self.session.get(url) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise JsocHttpError(
+                        f"HTTP {resp.status} from {cgi}: {body[:200].decode('latin-1').strip()}",
+                        http_status=resp.status, retry_after=retry_after_seconds(resp.headers))
+        except TimeoutError as exc:
+            raise JsocTransientError(f"timeout talking to {cgi} at {self.base_url}") from exc
+        except aiohttp.ClientError as exc:
+            raise JsocTransientError(f"connection error talking to {cgi}: {exc}") from exc
+        try:
+            payload = json.loads(body.decode("latin-1"))
+        except ValueError as exc:
+            raise JsocTransientError(
+                f"{cgi} sent a reply that is not JSON: {body[:200].decode('latin-1')!r}") from exc
+        if not isinstance(payload, dict):
+            raise JsocTransientError(f"{cgi} sent JSON that is not an object: {payload!r:.200}")
+        return payload
+
+    async def _jsoc_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        payload = await self._get_json("jsoc_info", params)
+        if _as_int(payload.get("status"), 1) != 0:
+            error = payload.get("error") or payload.get("errmsg") or "jsoc_info failed"
+            raise JsocPermanentError(f"{error} [status={payload.get('status')}]",
+                                     status=_as_int(payload.get("status"), 1))
+        return payload
+
+    # -- jsoc_info / checkAddress -----------------------------------------------------------
+
+    async def series_struct(self, series: str) -> SeriesMeta:
+        """Series metadata (cached per lower-cased series name)."""
+        key = _series_name(series)
+        if not key:
+            raise ValueError(f"no series name in {series!r}")
+        if key not in self._series_cache:
+            payload = await self._jsoc_info({"op": "series_struct", "ds": key})
+            name = series.strip()[: len(key)]
+            self._series_cache[key] = parse_series_struct(payload, name=name)
+        return self._series_cache[key]
+
+    async def rs_summary(self, recordset: str) -> int:
+        """Number of records in a record set."""
+        payload = await self._jsoc_info({"op": "rs_summary", "ds": recordset})
+        return _as_int(payload.get("count"), 0)
+
+    async def rs_list(self, recordset: str, keys: list[str] | tuple[str, ...] = (),
+                      segs: list[str] | tuple[str, ...] = (), n: int | None = None, *,
+                      links: list[str] | tuple[str, ...] = (),
+                      rec_index: bool = False) -> dict[str, Any]:
+        """Keywords / segment paths / links of a record set (the raw reply, status checked)."""
+        if not (keys or segs or links):
+            raise ValueError("rs_list needs at least one of keys, segs or links")
+        params: dict[str, Any] = {"op": "rs_list", "ds": recordset}
+        for name, values in (("key", keys), ("seg", segs), ("link", links)):
+            if values:
+                params[name] = ",".join(values)
+        if rec_index:
+            params["R"] = 1
+        if n is not None:
+            params["n"] = n
+        return await self._jsoc_info(params)
+
+    async def check_address(self, email: str) -> int:
+        """checkAddress status (2 = registered). The address is double-encoded, as drms does."""
+        payload = await self._get_json(
+            "checkAddress.sh", {"address": quote_plus(email), "checkonly": 1})
+        return _as_int(payload.get("status"), -1)
+
+    # -- jsoc_fetch ------------------------------------------------------------------------
+
+    async def exp_request(self, recordset: str, notify: str, method: str = "url",
+                          protocol: str = "fits", filenamefmt: str | None = None,
+                          process: str | int | None = None) -> ExportReply:
+        """Submit an export. Returns the reply for status 0/1/2; raises for the others
+        (status 7 as JsocPendingLimitError with the pending ids).
+
+        `process` is drms's value of `process=n` (e.g. `0` or `0|im_patch,…`). As in drms,
+        method `url_quick` becomes `url` when the protocol is not `as-is`.
+        """
+        if method == "url_quick" and protocol.lower() != "as-is":
+            method = "url"
+        params: dict[str, Any] = {"op": "exp_request", "format": "json", "ds": recordset,
+                                  "notify": notify, "method": method, "protocol": protocol,
+                                  "filenamefmt": filenamefmt}
+        if process is not None:
+            params["process=n"] = process
+        return self._checked(ExportReply.from_json(await self._get_json("jsoc_fetch", params)))
+
+    async def exp_status(self, request_id: str, *, check: bool = True) -> ExportReply:
+        """Poll an export. With check=True, statuses other than 0/1/2/12 raise."""
+        if not request_id:
+            raise ValueError("exp_status needs a request id such as JSOC_20250101_042")
+        payload = await self._get_json(
+            "jsoc_fetch", {"op": "exp_status", "requestid": request_id, "format": "json"})
+        reply = ExportReply.from_json(payload)
+        if reply.request_id is None:
+            reply.request_id = request_id
+        return self._checked(reply) if check else reply
+
+    def export_items(self, reply: ExportReply,
+                     segments: list[str] | tuple[str, ...] = ()) -> list[ExportItem]:
+        """Downloadable (record, segment, url, filename) items of a finished export."""
+        return build_items(reply, self.file_url, segments)
+
+    @staticmethod
+    def _checked(reply: ExportReply) -> ExportReply:
+        if reply.status in PENDING_OR_DONE:
+            return reply
+        raise error_for_status(reply.status, reply.error, request_id=reply.request_id,
+                               reply=reply, size_mb=reply.size_mb, count=reply.count)
+
+
+def _as_int(value: Any, default: int) -> int:
+    """int() of a JSON string or number; `default` when absent or not a number."""
+    if value is None or value == "":
+        return default
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return default
+
+
+def _as_float(value: Any, default: float) -> float:
+    """float() of a JSON string or number; `default` when absent or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,162 @@
+"""Backoff, Retry-After, circuit breaker, and the connection limiter (measured server-side)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from service.download.limits import (
+    BreakerState,
+    CircuitBreaker,
+    HostBreakers,
+    HostLimiter,
+    backoff_delay,
+    host_key,
+    retry_after_seconds,
+    retry_delay,
+)
+
+
+def test_full_jitter_stays_within_bounds_and_spreads() -> None:
+    rng = random.Random(42)
+    base, cap = 0.5, 20.0
+    for attempt in range(12):
+        ceiling = min(cap, base * 2**attempt)
+        samples = [backoff_delay(attempt, base, cap, rng) for _ in range(400)]
+        assert all(0.0 <= s <= ceiling for s in samples)
+        # full jitter: spread over the whole interval, not clustered at the top
+        assert min(samples) < 0.1 * ceiling and max(samples) > 0.9 * ceiling
+    assert backoff_delay(10_000, 1.0, 5.0, rng) <= 5.0  # no overflow for huge attempts
+    with pytest.raises(ValueError, match="must be >= 0"):
+        backoff_delay(1, -1.0, 5.0)
+
+
+def test_retry_delay_never_undercuts_the_server() -> None:
+    rng = random.Random(1)
+    assert all(retry_delay(0, retry_after=30.0, base=1.0, cap=4.0, rng=rng) == 30.0
+               for _ in range(50))
+    assert all(0 <= retry_delay(3, base=1.0, cap=4.0, rng=rng) <= 4.0 for _ in range(50))
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds({"Retry-After": "120"}) == 120.0
+    assert retry_after_seconds({"Retry-After": " 0 "}) == 0.0
+    later = format_datetime(now + timedelta(seconds=90), usegmt=True)
+    assert retry_after_seconds({"Retry-After": later}, now=now) == pytest.approx(90.0)
+    earlier = format_datetime(now - timedelta(hours=1), usegmt=True)
+    assert retry_after_seconds({"Retry-After": earlier}, now=now) == 0.0
+    assert retry_after_seconds({}) is None
+    assert retry_after_seconds({"Retry-After": "soon"}) is None
+    assert retry_after_seconds({"Retry-After": "-5"}) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_transitions() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=3, cooldown=60.0, clock=clock)
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+    breaker.record_failure()
+    breaker.record_failure()
+    breaker.record_success()  # a success resets the count
+    assert breaker.consecutive_failures == 0
+    for _ in range(3):
+        assert breaker.allow()
+        breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert breaker.retry_in() == 60.0
+    clock.now += 59.0
+    assert breaker.state is BreakerState.OPEN and breaker.retry_in() == pytest.approx(1.0)
+    clock.now += 1.0
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow() and not breaker.allow()  # exactly one probe
+    breaker.record_failure()  # failed probe: open again for a full cool-down
+    assert breaker.state is BreakerState.OPEN and breaker.retry_in() == 60.0
+    clock.now += 60.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED and breaker.allow() and breaker.allow()
+
+
+def test_breakers_are_per_host() -> None:
+    clock = FakeClock()
+    breakers = HostBreakers(failure_threshold=1, cooldown=10.0, clock=clock)
+    breakers.for_host("http://JSOC.example:80/SUM1/x").record_failure()
+    assert breakers.for_host("jsoc.example:80").state is BreakerState.OPEN
+    assert breakers.for_host("http://other:80/").state is BreakerState.CLOSED
+    assert breakers.states() == {"jsoc.example:80": "open", "other:80": "closed"}
+    assert host_key("http://a:1/b?c") == "a:1"
+
+
+@pytest.fixture
+async def counting_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """Counts concurrent requests; each holds its connection for 20 ms."""
+    counts = {"active": 0, "peak": 0, "served": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        counts["active"] += 1
+        counts["peak"] = max(counts["peak"], counts["active"])
+        await asyncio.sleep(0.02)  # server-side hold so that requests overlap
+        counts["active"] -= 1
+        counts["served"] += 1
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}/", counts
+    await runner.cleanup()
+
+
+async def _hit_many(limiter: HostLimiter, url: str, n: int) -> None:
+    async with aiohttp.ClientSession() as session:  # unlimited pool: only the limiter bounds
+
+        async def one() -> None:
+            async with limiter.slot(url), session.get(url) as resp:
+                assert resp.status == 200
+                await resp.read()
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+
+@pytest.mark.parametrize("per_host", [1, 3])
+async def test_limiter_bounds_concurrency_on_the_server(
+        counting_server: tuple[str, dict[str, int]], per_host: int) -> None:
+    url, counts = counting_server
+    limiter = HostLimiter(global_limit=8, per_host={url: per_host})
+    await _hit_many(limiter, url, 12)
+    assert counts["served"] == 12
+    assert counts["peak"] == per_host  # reached, never exceeded
+    assert limiter.peak[host_key(url)] == per_host and limiter.active[host_key(url)] == 0
+
+
+async def test_global_limit_caps_below_host_limit(
+        counting_server: tuple[str, dict[str, int]]) -> None:
+    url, counts = counting_server
+    limiter = HostLimiter(global_limit=2, default_per_host=5)
+    await _hit_many(limiter, url, 10)
+    assert counts["peak"] == 2 and limiter.limit_for(url) == 5
+
+
+def test_limiter_rejects_bad_limits() -> None:
+    with pytest.raises(ValueError, match="must be >= 1"):
+        HostLimiter(global_limit=0)
+    with pytest.raises(ValueError, match="jsoc"):
+        HostLimiter(per_host={"jsoc": 0})
