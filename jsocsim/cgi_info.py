@@ -3,6 +3,7 @@ checkAddress.sh, with the response shapes of protocol §3.1-§3.7."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -89,7 +90,8 @@ async def handle_jsoc_info(request: web.Request) -> web.Response:
         return json_reply({"status": 1, "error": "jsoc_info: 'ds' (a series or record set) "
                                                  "must be given"})
     try:
-        body = ops[op](get_state(request), params)
+        # Large rs_list replies take a noticeable time: keep the event loop serving files meanwhile.
+        body = await asyncio.to_thread(ops[op], get_state(request), params)
     except (InfoError, QueryError) as exc:
         return json_reply({"status": 1, "error": str(exc)})
     body["runtime"] = round(time.perf_counter() - started, 3)
