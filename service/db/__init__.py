@@ -1,0 +1,43 @@
+"""Persistence of the download service: models, engine, repository, migrations."""
+
+from service.db.engine import (
+    DatabaseURLError,
+    default_database_url,
+    make_engine,
+    parse_database_url,
+    session_factory,
+)
+from service.db.migrate import MigrationError, upgrade, upgrade_async
+from service.db.repo import (
+    ExportClaim,
+    FileClaim,
+    InvalidTransition,
+    JobSummary,
+    LeaseLost,
+    NotFound,
+    PlanClaim,
+    PollClaim,
+    Repo,
+    RepoError,
+)
+
+__all__ = [
+    "DatabaseURLError",
+    "ExportClaim",
+    "FileClaim",
+    "InvalidTransition",
+    "JobSummary",
+    "LeaseLost",
+    "MigrationError",
+    "NotFound",
+    "PlanClaim",
+    "PollClaim",
+    "Repo",
+    "RepoError",
+    "default_database_url",
+    "make_engine",
+    "parse_database_url",
+    "session_factory",
+    "upgrade",
+    "upgrade_async",
+]

@@ -1,0 +1,58 @@
+"""``Repo``: every database operation of the service as a named async method.
+
+The methods are grouped in mixins by concern (one module each):
+
+* ``repo_jobs``     create (idempotency key), get/list, summary, cancel/pause/resume/retry/delete
+* ``repo_plan``     claim_job_to_plan, add_chunks (insert-or-ignore), advance_plan
+* ``repo_exports``  claim_chunk_to_export (per-email limit), record_export_submitted,
+                    claim_exports_to_poll, record_poll
+* ``repo_outcomes`` record_export_ready (file rows, dedup), mark_export_expired, fail_export,
+                    split_chunk, fail_chunk
+* ``repo_files``    claim_files_to_download (per-host limit), update_file_progress (fenced),
+                    finish_file, fail_file, schedule_retry, release_file, stored files
+* ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
+
+Conventions: each call is one short transaction (never network I/O inside); invalid user state
+changes raise ``InvalidTransition``; unknown jobs raise ``NotFound``; a worker whose lease was
+taken over gets ``False`` (or ``None``) back and must drop the work. Times are timezone-aware
+UTC; ``now=`` arguments and the ``clock`` let tests move time without sleeping. Expired leases
+are simply claimable again, so no sweeper is needed.
+"""
+
+from __future__ import annotations
+
+from service.db.repo_base import (
+    ExportClaim,
+    FileClaim,
+    InvalidTransition,
+    JobSummary,
+    LeaseLost,
+    NotFound,
+    PlanClaim,
+    PollClaim,
+    RepoError,
+)
+from service.db.repo_exports import ExportsMixin
+from service.db.repo_files import FilesMixin
+from service.db.repo_jobs import JobsMixin
+from service.db.repo_outcomes import OutcomesMixin
+from service.db.repo_plan import PlanMixin
+from service.db.repo_workers import WorkersMixin
+
+
+class Repo(JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, FilesMixin, WorkersMixin):
+    """The service's database API (see the module docstring)."""
+
+
+__all__ = [
+    "ExportClaim",
+    "FileClaim",
+    "InvalidTransition",
+    "JobSummary",
+    "LeaseLost",
+    "NotFound",
+    "PlanClaim",
+    "PollClaim",
+    "Repo",
+    "RepoError",
+]

@@ -1,0 +1,316 @@
+"""Shared machinery of the repository: transactions, dialect helpers, errors, claim records.
+
+Every public repository method runs one short transaction through ``RepoBase._run``. On SQLite
+the transaction begins IMMEDIATE (one writer at a time); on Postgres claims lock what they need
+with ``SELECT … FOR UPDATE [SKIP LOCKED]`` and a transaction that loses a deadlock is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import ColumnElement, Update, and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from service.db.engine import make_engine, session_factory
+from service.db.models import CHUNK_OPEN, Chunk, Export, File, Job, JobEvent, utcnow
+
+T = TypeVar("T")
+MAX_TX_ATTEMPTS = 6
+MAX_EVENTS_PER_JOB = 50
+RETRYABLE_SQLSTATES = {"40P01", "40001", "55P03"}  # deadlock, serialization, lock not available
+
+
+class RepoError(Exception):
+    """A repository operation was refused."""
+
+
+class NotFound(RepoError, LookupError):
+    """The job (or other row) does not exist."""
+
+
+class InvalidTransition(RepoError):
+    """The requested state change is not allowed from the row's current state."""
+
+
+class LeaseLost(RepoError):
+    """The caller's lease was taken over (fencing token mismatch) or the row moved on."""
+
+
+@dataclass(frozen=True)
+class PlanClaim:
+    """A job leased for planning, with its planning cursor."""
+
+    job_id: str
+    spec: dict[str, Any]
+    planned_until: str | None
+    next_seq: int
+    follow: bool
+    covered_until: str | None
+    lease_token: int
+
+
+@dataclass(frozen=True)
+class ExportClaim:
+    """A chunk leased for export submission, with its reserved export row.
+
+    ``resumed`` is True when a dead worker's reservation was taken over: that worker may have
+    submitted already without recording the request id.
+    """
+
+    export_id: int
+    chunk_id: int
+    job_id: str
+    seq: int
+    part: str
+    recordset: str
+    start_time: str | None
+    end_time: str | None
+    est_bytes: int | None
+    notify_email: str
+    spec: dict[str, Any]
+    lease_token: int
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """An export leased for one status poll."""
+
+    export_id: int
+    request_id: str | None
+    chunk_id: int
+    job_id: str
+    notify_email: str
+    method: str | None
+    protocol: str | None
+    polls: int
+    lease_token: int
+
+
+@dataclass(frozen=True)
+class FileClaim:
+    """A file leased for downloading (or, with ``source_path``, for copying a stored file)."""
+
+    file_id: int
+    job_id: str
+    chunk_id: int
+    export_id: int | None
+    url: str
+    host: str
+    dest_path: str
+    source_path: str | None
+    size_expected: int | None
+    bytes_done: int
+    etag: str | None
+    last_modified: str | None
+    attempts: int
+    lease_token: int
+
+
+@dataclass
+class JobSummary:
+    """Counts by state, byte totals and recent events of one job."""
+
+    job: Job
+    chunks: dict[str, int] = field(default_factory=dict)
+    exports: dict[str, int] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+    bytes_done: int = 0
+    bytes_expected: int = 0
+    est_bytes: int = 0
+    recent_events: list[JobEvent] = field(default_factory=list)
+
+
+def lease_free(model: Any, now: datetime) -> ColumnElement[bool]:
+    """SQL condition: nobody holds the row's lease, or the lease has expired."""
+    return or_(model.lease_owner.is_(None), model.lease_expires_at <= now)
+
+
+def guarded(model: Any) -> Update:
+    """An UPDATE that does not try to synchronise ORM objects (we reload when needed)."""
+    return update(model).execution_options(synchronize_session=False)
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code in RETRYABLE_SQLSTATES or "database is locked" in str(exc.orig)
+
+
+def check_states(value: str | Sequence[str] | None, allowed: Sequence[str], what: str) -> list[str]:
+    """Normalise a state filter; unknown states raise ValueError naming the accepted ones."""
+    if value is None:
+        return []
+    states = [value] if isinstance(value, str) else list(value)
+    bad = [s for s in states if s not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what} state {bad[0]!r}; expected one of {', '.join(allowed)}")
+    return states
+
+
+class RepoBase:
+    """Engine, clock and transaction runner shared by the repository mixins."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] | None = None,
+                 owns_engine: bool = False) -> None:
+        self.engine = engine
+        self.clock = clock or utcnow
+        self._sessions = session_factory(engine)
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Callable[[], datetime] | None = None,
+                 **engine_kwargs: Any) -> Self:
+        """A repository with its own engine (closed by ``close``)."""
+        return cls(make_engine(url, **engine_kwargs), clock=clock, owns_engine=True)
+
+    async def close(self) -> None:
+        """Dispose of the engine if this repository created it."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def now(self, now: datetime | None = None) -> datetime:
+        """``now`` if given, else the repository clock (timezone-aware UTC)."""
+        return aware(now, "now") if now is not None else self.clock()
+
+    def insert(self, model: Any) -> Any:
+        """A dialect-specific INSERT supporting ON CONFLICT."""
+        return pg_insert(model) if self.dialect == "postgresql" else sqlite_insert(model)
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                   read_only: bool = False) -> T:
+        """Run ``fn(session, *args)`` in one transaction, retrying lost deadlocks."""
+        options = {"sqlite_begin": "DEFERRED"} if read_only and self.dialect == "sqlite" else {}
+        for attempt in range(MAX_TX_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    if options:
+                        await session.connection(execution_options=options)
+                    return await fn(session, *args)
+            except DBAPIError as exc:
+                if attempt == MAX_TX_ATTEMPTS - 1 or not _is_retryable(exc):
+                    raise
+            await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))  # backoff, not a wait
+        raise AssertionError("unreachable")
+
+    async def _fenced_export(self, s: AsyncSession, export_id: int, lease_token: int | None,
+                             states: tuple[str, ...]) -> Export:
+        """Lock the export; raise LeaseLost unless it is in ``states`` and the caller's token
+        is current (the chunk's token while reserving, the export's token afterwards)."""
+        row = (await s.execute(
+            select(Export, Chunk.lease_token).join(Chunk, Chunk.id == Export.chunk_id)
+            .where(Export.id == export_id).with_for_update(of=Export))).one_or_none()
+        if row is None:
+            raise LeaseLost(f"export {export_id} no longer exists")
+        export, chunk_token = row
+        if export.state not in states:
+            raise LeaseLost(f"export {export_id} is {export.state}, not {'/'.join(states)}")
+        current = chunk_token if export.state == "reserving" else export.lease_token
+        if lease_token is not None and lease_token != current:
+            raise LeaseLost(f"lease on export {export_id} was taken over")
+        return export
+
+    async def _lock_slot(self, s: AsyncSession, model: Any, key: str, now: datetime) -> None:
+        """Create the lock row if needed and lock it (Postgres; SQLite is already serialised)."""
+        column = next(iter(model.__table__.primary_key.columns))
+        await s.execute(self.insert(model).values({column.name: key, "last_claim_at": now})
+                        .on_conflict_do_nothing())
+        if self.dialect == "postgresql":
+            await s.execute(select(column).where(column == key).with_for_update())
+        await s.execute(guarded(model).where(column == key).values(last_claim_at=now))
+
+    async def _add_event(self, s: AsyncSession, job_id: str, kind: str, message: str,
+                         level: str = "error") -> None:
+        """Record an event and keep only the newest MAX_EVENTS_PER_JOB of the job."""
+        s.add(JobEvent(job_id=job_id, kind=kind, message=message[:4000], level=level,
+                       at=self.now()))
+        await s.flush()
+        cutoff = (select(JobEvent.id).where(JobEvent.job_id == job_id)
+                  .order_by(JobEvent.id.desc()).offset(MAX_EVENTS_PER_JOB).limit(1)
+                  .scalar_subquery())
+        await s.execute(delete(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id <= cutoff)
+                        .execution_options(synchronize_session=False))
+
+    async def _refresh_chunk(self, s: AsyncSession, chunk_id: int) -> None:
+        """Close a ready/downloading chunk once none of its files is pending or downloading.
+
+        The chunk row is locked before its files are counted: two files finishing at once
+        in different transactions are thereby serialised, so the second sees the first
+        (otherwise, under READ COMMITTED, each could see the other unfinished).
+        """
+        state = await s.scalar(select(Chunk.state).where(Chunk.id == chunk_id)
+                               .with_for_update())
+        if state not in ("ready", "downloading"):
+            return
+        rows = await s.execute(select(File.state, func.count()).where(File.chunk_id == chunk_id)
+                               .group_by(File.state))
+        counts = dict(rows.all())
+        if counts.get("pending") or counts.get("downloading"):
+            return
+        failed = counts.get("failed", 0)
+        result = await s.execute(
+            guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(("ready", "downloading")))
+            .values(state="failed" if failed else "done", updated_at=self.now(),
+                    error=f"{failed} file(s) failed" if failed else None)
+            .returning(Chunk.job_id))
+        job_id = result.scalar_one_or_none()
+        if job_id is not None:
+            await self._refresh_job(s, job_id)
+
+    async def _refresh_job(self, s: AsyncSession, job_id: str) -> None:
+        """Finish a running, fully planned job once none of its chunks is open (the job row
+        is locked first, for the same reason as in ``_refresh_chunk``)."""
+        job = (await s.execute(select(Job.state, Job.plan_done, Job.follow)
+                               .where(Job.id == job_id).with_for_update())).one_or_none()
+        if job is None or job.state != "running" or not job.plan_done or job.follow:
+            return
+        rows = await s.execute(select(Chunk.state, func.count()).where(Chunk.job_id == job_id)
+                               .group_by(Chunk.state))
+        counts = dict(rows.all())
+        if any(counts.get(state) for state in CHUNK_OPEN):
+            return
+        failed_files = await s.scalar(select(func.count()).where(
+            File.job_id == job_id, File.state == "failed"))
+        if not counts.get("failed") and not failed_files:
+            final = "succeeded"
+        else:
+            some_done = counts.get("done") or await s.scalar(select(func.count()).where(
+                and_(File.job_id == job_id, File.state == "done")))
+            final = "completed_with_errors" if some_done else "failed"
+        now = self.now()
+        await s.execute(guarded(Job).where(Job.id == job_id, Job.state == "running")
+                        .values(state=final, finished_at=now, updated_at=now))
+
+
+async def fenced(result: Awaitable[Any]) -> bool:
+    """Await a fenced transaction: True on success, False when the lease was lost."""
+    try:
+        return bool(await result)
+    except LeaseLost:
+        return False
+
+
+def aware(value: datetime, name: str) -> datetime:
+    """Refuse naive datetimes with a clear message (all times are timezone-aware UTC)."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime (UTC), got {value!r}")
+    return value
+
+
+def lease_until(now: datetime, seconds: float) -> datetime:
+    """Expiry of a lease taken at ``now`` for ``seconds``."""
+    if seconds <= 0:
+        raise ValueError(f"lease_seconds must be positive, got {seconds}")
+    return now + timedelta(seconds=seconds)

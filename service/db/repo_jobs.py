@@ -1,0 +1,284 @@
+"""Job operations: create (idempotent), read, summarise, and the user's state changes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import (
+    CHUNK_OPEN,
+    CHUNK_STATES,
+    EXPORT_PENDING,
+    FILE_STATES,
+    JOB_STATES,
+    Chunk,
+    Export,
+    File,
+    Job,
+    JobEvent,
+    new_job_id,
+)
+from service.db.repo_base import (
+    InvalidTransition,
+    JobSummary,
+    NotFound,
+    RepoBase,
+    check_states,
+    guarded,
+)
+
+LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
+
+
+class JobsMixin(RepoBase):
+    """Creating, listing and steering jobs."""
+
+    async def create_job(self, spec: Mapping[str, Any], *, notify_email: str, priority: int = 0,
+                         idempotency_key: str | None = None,
+                         follow: bool = False) -> tuple[Job, bool]:
+        """Create a queued job; with a known idempotency key return the existing job instead.
+
+        Returns ``(job, created)``.
+        """
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"job spec must be a JSON object, got {type(spec).__name__}")
+        if not isinstance(notify_email, str) or "@" not in notify_email:
+            raise ValueError(f"notify_email must be an email address, got {notify_email!r}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= 255):
+            raise ValueError("idempotency_key must be 1 to 255 characters")
+
+        async def tx(s: AsyncSession) -> tuple[Job, bool]:
+            now = self.now()
+            job_id = new_job_id()
+            values = {"id": job_id, "spec": dict(spec), "state": "queued", "priority": priority,
+                      "notify_email": notify_email, "idempotency_key": idempotency_key,
+                      "follow": follow, "created_at": now, "updated_at": now}
+            stmt = self.insert(Job).values(values)
+            if idempotency_key is not None:
+                stmt = stmt.on_conflict_do_nothing(index_elements=["idempotency_key"])
+            await s.execute(stmt)
+            where = (Job.idempotency_key == idempotency_key if idempotency_key is not None
+                     else Job.id == job_id)
+            job = (await s.execute(select(Job).where(where))).scalar_one()
+            return job, job.id == job_id
+
+        return await self._run(tx)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        async def tx(s: AsyncSession) -> Job | None:
+            return await s.get(Job, job_id)
+        return await self._run(tx, read_only=True)
+
+    async def list_jobs(self, state: str | Sequence[str] | None = None, *, limit: int = 50,
+                        offset: int = 0) -> list[Job]:
+        """Jobs, newest first, optionally only those in the given state(s)."""
+        states = check_states(state, JOB_STATES, "job")
+        query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+        if states:
+            query = query.where(Job.state.in_(states))
+        query = query.limit(_positive(limit, "limit")).offset(_not_negative(offset, "offset"))
+
+        async def tx(s: AsyncSession) -> list[Job]:
+            return list((await s.execute(query)).scalars())
+        return await self._run(tx, read_only=True)
+
+    async def job_summary(self, job_id: str, *, events: int = 10) -> JobSummary:
+        """Counts of chunks, exports and files by state, byte totals and recent events."""
+        async def tx(s: AsyncSession) -> JobSummary:
+            job = await _require_job(s, job_id)
+            summary = JobSummary(job=job)
+            for model, counts in ((Chunk, summary.chunks), (Export, summary.exports),
+                                  (File, summary.files)):
+                rows = await s.execute(select(model.state, func.count())
+                                       .where(model.job_id == job_id).group_by(model.state))
+                counts.update(rows.all())
+            done, expected = (await s.execute(
+                select(func.coalesce(func.sum(File.bytes_done), 0),
+                       func.coalesce(func.sum(File.size_expected), 0))
+                .where(File.job_id == job_id, File.state != "skipped"))).one()
+            summary.bytes_done, summary.bytes_expected = int(done), int(expected)
+            summary.est_bytes = int(await s.scalar(
+                select(func.coalesce(func.sum(Chunk.est_bytes), 0))
+                .where(Chunk.job_id == job_id, Chunk.state.not_in(("split", "cancelled")))) or 0)
+            summary.recent_events = list((await s.execute(
+                select(JobEvent).where(JobEvent.job_id == job_id)
+                .order_by(JobEvent.id.desc()).limit(events))).scalars())
+            return summary
+        return await self._run(tx, read_only=True)
+
+    async def list_files(self, job_id: str, state: str | Sequence[str] | None = None, *,
+                         limit: int = 100, offset: int = 0) -> list[File]:
+        """Files of a job in id order, optionally filtered by state."""
+        return await self._list_rows(File, job_id, check_states(state, FILE_STATES, "file"),
+                                     limit, offset)
+
+    async def list_chunks(self, job_id: str, state: str | Sequence[str] | None = None, *,
+                          limit: int = 1000, offset: int = 0) -> list[Chunk]:
+        """Chunks of a job in id order, optionally filtered by state."""
+        return await self._list_rows(Chunk, job_id, check_states(state, CHUNK_STATES, "chunk"),
+                                     limit, offset)
+
+    async def list_exports(self, job_id: str, *, limit: int = 1000,
+                           offset: int = 0) -> list[Export]:
+        """Exports of a job in id order."""
+        return await self._list_rows(Export, job_id, [], limit, offset)
+
+    async def _list_rows(self, model: Any, job_id: str, states: list[str], limit: int,
+                         offset: int) -> list[Any]:
+        query = select(model).where(model.job_id == job_id).order_by(model.id)
+        if states:
+            query = query.where(model.state.in_(states))
+        query = query.limit(_positive(limit, "limit")).offset(_not_negative(offset, "offset"))
+
+        async def tx(s: AsyncSession) -> list[Any]:
+            await _require_job(s, job_id)
+            return list((await s.execute(query)).scalars())
+        return await self._run(tx, read_only=True)
+
+    async def add_event(self, job_id: str, kind: str, message: str, *,
+                        level: str = "error") -> None:
+        """Record a job event (the newest few per job are kept)."""
+        async def tx(s: AsyncSession) -> None:
+            await _require_job(s, job_id)
+            await self._add_event(s, job_id, kind, message, level)
+        await self._run(tx)
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job: open chunks cancelled, pending exports closed, files skipped."""
+        async def tx(s: AsyncSession) -> Job:
+            job = await _require_job(s, job_id)
+            if job.state == "cancelled":
+                return job
+            await self._transition(s, job_id, ("queued", "running", "paused"), "cancelled",
+                                   "cancel", finished=True)
+            now = self.now()
+            await s.execute(guarded(Chunk).where(Chunk.job_id == job_id,
+                                                 Chunk.state.in_(CHUNK_OPEN))
+                            .values(state="cancelled", updated_at=now, **LEASE_CLEARED))
+            await s.execute(guarded(Export).where(Export.job_id == job_id,
+                                                  Export.state.in_(EXPORT_PENDING))
+                            .values(state="error", error="job cancelled", updated_at=now,
+                                    **LEASE_CLEARED))
+            await s.execute(guarded(File).where(File.job_id == job_id,
+                                                File.state.in_(("pending", "downloading")))
+                            .values(state="skipped", updated_at=now, **LEASE_CLEARED))
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def start_job(self, job_id: str) -> Job:
+        """Let a queued job's chunks be claimed (planning also does this)."""
+        async def tx(s: AsyncSession) -> Job:
+            if (await _require_job(s, job_id)).state != "running":
+                await self._transition(s, job_id, ("queued",), "running", "start")
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def pause_job(self, job_id: str) -> Job:
+        """Stop claiming new work for a job (in-flight work may finish)."""
+        async def tx(s: AsyncSession) -> Job:
+            if (await _require_job(s, job_id)).state != "paused":
+                await self._transition(s, job_id, ("queued", "running"), "paused", "pause")
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def resume_job(self, job_id: str) -> Job:
+        """Resume a paused job."""
+        async def tx(s: AsyncSession) -> Job:
+            if (await _require_job(s, job_id)).state != "running":
+                await self._transition(s, job_id, ("paused",), "running", "resume")
+                await self._refresh_job(s, job_id)
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def fail_job(self, job_id: str, error: str) -> Job:
+        """Fail a whole job (e.g. its spec cannot be planned)."""
+        async def tx(s: AsyncSession) -> Job:
+            await self._transition(s, job_id, ("queued", "running", "paused"), "failed", "fail",
+                                   finished=True, error=error)
+            await self._add_event(s, job_id, "job_failed", error)
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def retry_job(self, job_id: str) -> Job:
+        """Put failed chunks and files back to work with attempts reset; the job runs again."""
+        async def tx(s: AsyncSession) -> Job:
+            job = await _require_job(s, job_id)
+            allowed = ("failed", "completed_with_errors", "running", "paused")
+            if job.state not in allowed:
+                raise InvalidTransition(f"cannot retry job {job_id}: it is {job.state} "
+                                        f"(allowed when {', '.join(allowed)})")
+            await self._reset_failures(s, job_id)
+            if job.state in ("failed", "completed_with_errors"):
+                await self._transition(s, job_id, (job.state,), "running", "retry", error=None,
+                                       finished_at=None, plan_lease_owner=None,
+                                       plan_lease_expires_at=None)
+            await self._refresh_job(s, job_id)
+            return await _reload_job(s, job_id)
+        return await self._run(tx)
+
+    async def _reset_failures(self, s: AsyncSession, job_id: str) -> None:
+        now = self.now()
+        has_ready_export = (select(Export.id).where(Export.chunk_id == Chunk.id,
+                                                    Export.state == "ready").exists())
+        reset = {"attempts": 0, "next_attempt_at": None, "error": None, "updated_at": now}
+        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed",
+                                             has_ready_export)
+                        .values(state="ready", **reset))
+        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed")
+                        .values(state="planned", **reset, **LEASE_CLEARED))
+        await s.execute(guarded(File).where(File.job_id == job_id, File.state == "failed")
+                        .values(state="pending", **reset))
+
+    async def delete_job(self, job_id: str) -> None:
+        """Delete a job and everything recorded for it (not while it is running)."""
+        async def tx(s: AsyncSession) -> None:
+            job = await _require_job(s, job_id)
+            if job.state == "running":
+                raise InvalidTransition(f"cannot delete job {job_id}: it is running "
+                                        "(cancel or pause it first)")
+            await s.execute(delete(Job).where(Job.id == job_id)
+                            .execution_options(synchronize_session=False))
+        await self._run(tx)
+
+    async def _transition(self, s: AsyncSession, job_id: str, allowed: Sequence[str], to: str,
+                          action: str, *, finished: bool = False, **values: Any) -> None:
+        """Guarded job state change; InvalidTransition names the current and allowed states."""
+        now = self.now()
+        if finished:
+            values["finished_at"] = now
+        result = await s.execute(guarded(Job).where(Job.id == job_id, Job.state.in_(allowed))
+                                 .values(state=to, updated_at=now, **values))
+        if result.rowcount == 0:
+            job = await _require_job(s, job_id)
+            raise InvalidTransition(f"cannot {action} job {job_id}: it is {job.state} "
+                                    f"(allowed when {', '.join(allowed)})")
+
+
+async def _require_job(s: AsyncSession, job_id: str) -> Job:
+    job = await s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+async def _reload_job(s: AsyncSession, job_id: str) -> Job:
+    return (await s.execute(select(Job).where(Job.id == job_id)
+                            .execution_options(populate_existing=True))).scalar_one()
+
+
+def _positive(value: int, name: str) -> int:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _not_negative(value: int, name: str) -> int:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value

@@ -1,0 +1,76 @@
+"""Workers: heartbeat (with lease renewal), listing, and releasing leases on shutdown."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.models import Chunk, Export, File, Job, Worker
+from service.db.repo_base import RepoBase, guarded, lease_until
+
+
+class WorkersMixin(RepoBase):
+    """Worker registry and lease housekeeping."""
+
+    async def heartbeat(self, worker_id: str, *, hostname: str, pid: int,
+                        holding: dict[str, Any] | None = None,
+                        renew_lease_seconds: float | None = None,
+                        now: datetime | None = None) -> int:
+        """Register or refresh a worker; with ``renew_lease_seconds`` also extend every lease
+        it still holds. Returns the number of leases renewed."""
+        async def tx(s: AsyncSession) -> int:
+            t = self.now(now)
+            stmt = self.insert(Worker).values(id=worker_id, hostname=hostname, pid=pid,
+                                              started_at=t, heartbeat_at=t, holding=holding)
+            await s.execute(stmt.on_conflict_do_update(
+                index_elements=["id"],
+                set_={"hostname": hostname, "pid": pid, "heartbeat_at": t, "holding": holding,
+                      "stopped_at": None}))
+            if renew_lease_seconds is None:
+                return 0
+            return await self._renew(s, worker_id, lease_until(t, renew_lease_seconds))
+        return await self._run(tx)
+
+    async def _renew(self, s: AsyncSession, worker_id: str, until: datetime) -> int:
+        renewed = 0
+        for model in (Chunk, Export, File):
+            result = await s.execute(guarded(model).where(model.lease_owner == worker_id)
+                                     .values(lease_expires_at=until))
+            renewed += result.rowcount
+        result = await s.execute(guarded(Job).where(Job.plan_lease_owner == worker_id)
+                                 .values(plan_lease_expires_at=until))
+        return renewed + result.rowcount
+
+    async def list_workers(self) -> list[Worker]:
+        """Known workers, most recent heartbeat first."""
+        async def tx(s: AsyncSession) -> list[Worker]:
+            rows = await s.execute(select(Worker).order_by(Worker.heartbeat_at.desc()))
+            return list(rows.scalars())
+        return await self._run(tx, read_only=True)
+
+    async def release_leases(self, worker_id: str, *, now: datetime | None = None) -> int:
+        """Give back everything a worker holds (graceful shutdown): downloading files return
+        to pending with their progress, reservations and polls become claimable at once.
+        Returns the number of rows released."""
+        async def tx(s: AsyncSession) -> int:
+            t = self.now(now)
+            cleared = {"lease_owner": None, "lease_expires_at": None}
+            released = 0
+            files = await s.execute(
+                guarded(File).where(File.lease_owner == worker_id, File.state == "downloading")
+                .values(state="pending", lease_token=File.lease_token + 1, updated_at=t,
+                        **cleared))
+            released += files.rowcount
+            for model in (Chunk, Export, File):
+                result = await s.execute(guarded(model).where(model.lease_owner == worker_id)
+                                         .values(**cleared))
+                released += result.rowcount
+            jobs = await s.execute(guarded(Job).where(Job.plan_lease_owner == worker_id)
+                                   .values(plan_lease_owner=None, plan_lease_expires_at=None))
+            await s.execute(guarded(Worker).where(Worker.id == worker_id)
+                            .values(stopped_at=t, heartbeat_at=t, holding=None))
+            return released + jobs.rowcount
+        return await self._run(tx)
