@@ -1,0 +1,102 @@
+"""The aiohttp application: routes under /api/v1, problem+json errors, optional token auth."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from aiohttp import web
+
+from service.api.auth import make_auth_middleware
+from service.api.handlers import (
+    API_PREFIX,
+    CONTEXT,
+    ENDPOINTS,
+    ApiContext,
+    repo_errors_middleware,
+)
+from service.api.intake import SeriesLookup
+from service.api.openapi import build_openapi
+from service.api.problems import problem_middleware
+from service.db.repo import Repo
+from service.jsoc.client import JsocClient
+from service.jsoc.metadata import SeriesMeta
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("jsoc-bulk")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _jsoc_lookup(app: web.Application, settings: Settings) -> SeriesLookup:
+    """Series metadata from the configured JSOC server (client opened with the app)."""
+    key = web.AppKey("jsoc_client", JsocClient)
+
+    async def client_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[key] = JsocClient(settings.jsoc_url)
+        yield
+        await app[key].close()
+
+    app.cleanup_ctx.append(client_ctx)
+
+    async def lookup(series: str) -> SeriesMeta:
+        return await app[key].series_struct(series)
+
+    return lookup
+
+
+def create_app(settings: Settings, repo: Repo, *,
+               series_lookup: SeriesLookup | None = None) -> web.Application:
+    """The API application. ``series_lookup`` defaults to JSOC's ``series_struct``."""
+    middlewares = [problem_middleware]
+    token = settings.token_value
+    if token:
+        middlewares.append(make_auth_middleware(token))
+    middlewares.append(repo_errors_middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
+    lookup = series_lookup or _jsoc_lookup(app, settings)
+    context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,
+                         version=package_version())
+    context.openapi = build_openapi(ENDPOINTS, API_PREFIX, auth=bool(token),
+                                    version=context.version)
+    app[CONTEXT] = context
+    for ep in ENDPOINTS:
+        app.router.add_route(ep.method, API_PREFIX + ep.path, ep.handler, name=ep.operation_id)
+    return app
+
+
+@asynccontextmanager
+async def running_api(settings: Settings, repo: Repo, *, host: str | None = None,
+                      port: int | None = None,
+                      series_lookup: SeriesLookup | None = None) -> AsyncIterator[str]:
+    """Serve the API until the block ends; yields its base URL (port 0 picks a free port)."""
+    app = create_app(settings, repo, series_lookup=series_lookup)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    bind_host = host or settings.host
+    site = web.TCPSite(runner, bind_host, settings.port if port is None else port)
+    try:
+        await site.start()
+        actual_port = runner.addresses[0][1]
+        url_host = f"[{bind_host}]" if ":" in bind_host else bind_host
+        base_url = f"http://{url_host}:{actual_port}/"
+        log.info("API listening on %s (token %s)", base_url,
+                 "required" if settings.token_value else "not required")
+        yield base_url
+    finally:
+        await runner.cleanup()
+
+
+async def serve_api(settings: Settings, repo: Repo, stop: asyncio.Event) -> None:
+    """Serve the API on settings.host:settings.port until ``stop`` is set."""
+    async with running_api(settings, repo):
+        await stop.wait()

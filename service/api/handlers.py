@@ -1,0 +1,235 @@
+"""Route handlers of /api/v1 and the endpoint table the app and the OpenAPI document share."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.api.deletion import collect_job_files, delete_job_files
+from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
+from service.api.openapi import Endpoint, HeaderParam
+from service.api.problems import ApiProblem, Handler, json_response, validation_problem
+from service.api.rates import RateTracker, average_rate, eta_seconds
+from service.api.schemas import (
+    DeleteQuery,
+    DeleteResult,
+    FileListQuery,
+    FilePage,
+    Health,
+    JobDetail,
+    JobListQuery,
+    JobOut,
+    JobPage,
+    OpenApiDocument,
+    WorkerList,
+    file_out,
+    job_detail,
+    job_out,
+    worker_out,
+)
+from service.db.repo import InvalidTransition, NotFound, Repo
+from service.jobspec import JobSpec
+from service.settings import Settings
+
+API_PREFIX = "/api/v1"
+MAX_IDEMPOTENCY_KEY = 255
+Q = TypeVar("Q", bound=BaseModel)
+
+
+@dataclass
+class ApiContext:
+    """What the handlers need: settings, the repository, series metadata, rate samples."""
+
+    settings: Settings
+    repo: Repo
+    series_lookup: SeriesLookup
+    version: str
+    rates: RateTracker = field(default_factory=RateTracker)
+    openapi: dict[str, Any] = field(default_factory=dict)
+
+
+CONTEXT = web.AppKey("jsoc_bulk_api", ApiContext)
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
+
+
+def parse_query(request: web.Request, model: type[Q]) -> Q:
+    """Query parameters through a pydantic model; 400 naming the bad or unknown parameter."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        problem = validation_problem(exc, "query parameters", status=400)
+        accepted = ", ".join(model.model_fields)
+        problem.detail += f" (accepted parameters: {accepted})"
+        raise problem from None
+
+
+@web.middleware
+async def repo_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown job -> 404, refused state change -> 409."""
+    try:
+        return await handler(request)
+    except NotFound as exc:
+        raise ApiProblem(404, "not-found", "Job not found", str(exc)) from None
+    except InvalidTransition as exc:
+        raise ApiProblem(409, "invalid-state-change", "Invalid state change", str(exc)) from None
+
+
+def _job_id(request: web.Request) -> str:
+    return request.match_info["job_id"]
+
+
+def _location(job_id: str) -> str:
+    return f"{API_PREFIX}/jobs/{job_id}"
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ApiProblem(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
+                         f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                         "characters, e.g. a UUID")
+    return key
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    """POST /jobs: validate the spec (model, then JSOC metadata) and queue the job."""
+    c = ctx(request)
+    key = _idempotency_key(request)
+    spec = parse_spec(await read_json_object(request, "job spec"))
+    await check_against_jsoc(spec, c.series_lookup)
+    notify = spec.notify_or(c.settings.email)
+    if notify is None:
+        raise ApiProblem(422, "notify-required", "Notify email required",
+                         "give notify (an email registered with JSOC): the server has no "
+                         "default email configured (JSOC_BULK_EMAIL)")
+    stored = spec.model_dump(mode="json")
+    job, created = await c.repo.create_job(stored, notify_email=notify, priority=spec.priority,
+                                           idempotency_key=key, follow=spec.follow)
+    if not created and _canonical(job.spec) != _canonical(stored):
+        raise ApiProblem(422, "idempotency-key-reused", "Idempotency-Key reused",
+                         f"Idempotency-Key {key!r} was already used for job {job.id} with a "
+                         "different spec; use a new key for a new job")
+    return json_response(job_out(job), status=202 if created else 200,
+                         headers={"Location": _location(job.id)})
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """GET /jobs: newest first, optionally one state, paginated by offset."""
+    q = parse_query(request, JobListQuery)
+    jobs = await ctx(request).repo.list_jobs(q.state, limit=q.limit + 1, offset=q.offset)
+    next_offset = q.offset + q.limit if len(jobs) > q.limit else None
+    return json_response(JobPage(items=[job_out(j) for j in jobs[: q.limit]], limit=q.limit,
+                                 offset=q.offset, next_offset=next_offset))
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /jobs/{id}: counts by state, bytes, rate, ETA and recent errors."""
+    c = ctx(request)
+    summary = await c.repo.job_summary(_job_id(request))
+    job = summary.job
+    rate = c.rates.observe(job.id, summary.bytes_done)
+    if rate is None:
+        rate = average_rate(summary.bytes_done, job.created_at, datetime.now(UTC))
+    total = max(summary.bytes_expected, summary.est_bytes)
+    eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
+        else None
+    return json_response(job_detail(summary, rate, eta))
+
+
+async def list_files(request: web.Request) -> web.Response:
+    """GET /jobs/{id}/files: files in id order, optionally one state, paginated by offset."""
+    q = parse_query(request, FileListQuery)
+    files = await ctx(request).repo.list_files(_job_id(request), q.state, limit=q.limit + 1,
+                                               offset=q.offset)
+    next_offset = q.offset + q.limit if len(files) > q.limit else None
+    return json_response(FilePage(items=[file_out(f) for f in files[: q.limit]], limit=q.limit,
+                                  offset=q.offset, next_offset=next_offset))
+
+
+def _action(method_name: str) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        job = await getattr(ctx(request).repo, method_name)(_job_id(request))
+        return json_response(job_out(job))
+
+    handler.__name__ = method_name
+    return handler
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """DELETE /jobs/{id}: forget the job; with delete_files=true also its files on disk."""
+    c = ctx(request)
+    job_id = _job_id(request)
+    q = parse_query(request, DeleteQuery)
+    files = await collect_job_files(c.repo, job_id) if q.delete_files else []
+    await c.repo.delete_job(job_id)
+    c.rates.forget(job_id)
+    deleted, kept = await delete_job_files(c.repo, c.settings.download_dir, files)
+    return json_response(DeleteResult(id=job_id, deleted=True, files_deleted=deleted,
+                                      files_kept=kept))
+
+
+async def list_workers(request: web.Request) -> web.Response:
+    """GET /workers: workers with heartbeats and what each holds."""
+    c = ctx(request)
+    stale_after = max(3 * c.settings.heartbeat_seconds, c.settings.lease_seconds)
+    now = datetime.now(UTC)
+    workers = await c.repo.list_workers()
+    return json_response(WorkerList(items=[worker_out(w, now, stale_after) for w in workers]))
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: the API answers and the database is reachable."""
+    c = ctx(request)
+    try:
+        await c.repo.list_jobs(limit=1)
+    except Exception as exc:
+        raise ApiProblem(503, "database-unavailable", "Database unavailable",
+                         f"the database is not reachable: {type(exc).__name__}") from None
+    return json_response(Health(status="ok", database="ok", version=c.version,
+                                auth=bool(c.settings.token_value)))
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """GET /openapi.json: this API's OpenAPI document."""
+    return json_response(ctx(request).openapi)
+
+
+JOB_ERRORS = (404,)
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("POST", "/jobs", submit_job, "submitJob", "Submit a job", ok_status=202,
+             response=JobOut, body=JobSpec, errors=(503,),
+             headers=(HeaderParam("Idempotency-Key", "Retries with the same key return the "
+                                                     "same job (200) instead of a new one"),),
+             extra_ok={200: "The job created earlier with this Idempotency-Key"}),
+    Endpoint("GET", "/jobs", list_jobs, "listJobs", "List jobs", response=JobPage,
+             query=JobListQuery, errors=(400,)),
+    Endpoint("GET", "/jobs/{job_id}", get_job, "getJob", "Job status and progress",
+             response=JobDetail, errors=JOB_ERRORS),
+    Endpoint("GET", "/jobs/{job_id}/files", list_files, "listFiles", "List a job's files",
+             response=FilePage, query=FileListQuery, errors=(400, 404)),
+    *[Endpoint("POST", f"/jobs/{{job_id}}/{action}", _action(f"{action}_job"), f"{action}Job",
+               f"{action.capitalize()} a job", response=JobOut, errors=(404, 409))
+      for action in ("cancel", "pause", "resume", "retry")],
+    Endpoint("DELETE", "/jobs/{job_id}", delete_job, "deleteJob", "Delete a job",
+             response=DeleteResult, query=DeleteQuery, errors=(400, 404, 409)),
+    Endpoint("GET", "/workers", list_workers, "listWorkers", "List workers",
+             response=WorkerList),
+    Endpoint("GET", "/health", health, "health", "Health check", response=Health,
+             errors=(503,)),
+    Endpoint("GET", "/openapi.json", openapi_json, "openapi", "This OpenAPI document",
+             response=OpenApiDocument),
+]

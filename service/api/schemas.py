@@ -1,0 +1,192 @@
+"""Request (query) and response models of the REST API, and converters from database rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.db.models import (
+    CHUNK_STATES,
+    EXPORT_STATES,
+    FILE_STATES,
+    JOB_STATES,
+    File,
+    Job,
+    JobEvent,
+    Worker,
+)
+from service.db.repo import JobSummary
+
+JobState = Literal[JOB_STATES]  # type: ignore[valid-type]
+FileState = Literal[FILE_STATES]  # type: ignore[valid-type]
+MAX_PAGE = 500
+
+
+class _Query(BaseModel):
+    """Query-string parameters: unknown names are refused, strings are converted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobListQuery(_Query):
+    state: JobState | None = Field(None, description="Only jobs in this state")
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="Page size")
+    offset: int = Field(0, ge=0, description="Jobs to skip (from next_offset)")
+
+
+class FileListQuery(_Query):
+    state: FileState | None = Field(None, description="Only files in this state")
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="Page size")
+    offset: int = Field(0, ge=0, description="Files to skip (from next_offset)")
+
+
+class DeleteQuery(_Query):
+    delete_files: bool = Field(False, description="Also delete the job's downloaded files "
+                                                  "(only inside the data directory)")
+
+
+class JobOut(BaseModel):
+    """A job as stored."""
+
+    id: str
+    state: JobState
+    priority: int
+    notify_email: str
+    follow: bool
+    spec: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class EventOut(BaseModel):
+    at: datetime
+    level: str
+    kind: str
+    message: str
+
+
+class JobDetail(JobOut):
+    """A job with its progress: counts by state, bytes, rate, ETA and recent errors."""
+
+    chunks: dict[str, int] = Field(description=f"Chunks by state ({', '.join(CHUNK_STATES)})")
+    exports: dict[str, int] = Field(description=f"Exports by state ({', '.join(EXPORT_STATES)})")
+    files: dict[str, int] = Field(description=f"Files by state ({', '.join(FILE_STATES)})")
+    bytes_done: int
+    bytes_expected: int = Field(description="Sum of the sizes of the files listed so far")
+    est_bytes: int = Field(description="Planner's size estimate of the whole job")
+    rate_bytes_per_s: float | None = Field(description="Recent download rate")
+    eta_seconds: float | None = Field(description="Estimated seconds until all bytes are in")
+    recent_errors: list[EventOut]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last")
+
+
+class FileOut(BaseModel):
+    id: int
+    chunk_id: int
+    record: str
+    segment: str | None
+    url: str
+    dest_path: str = Field(description="Path relative to the download directory")
+    state: FileState
+    size_expected: int | None
+    bytes_done: int
+    sha256: str | None
+    attempts: int
+    error: str | None
+    updated_at: datetime
+
+
+class FilePage(BaseModel):
+    items: list[FileOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class DeleteResult(BaseModel):
+    id: str
+    deleted: bool
+    files_deleted: int = Field(description="Files removed from disk (0 unless delete_files)")
+    files_kept: list[str] = Field(description="Paths left on disk (shared or outside the root)")
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    alive: bool = Field(description="Heartbeat recent and not stopped")
+    holding: dict[str, Any] | None = Field(description="What the worker holds (leases)")
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    version: str
+    auth: bool = Field(description="Whether requests need a bearer token")
+
+
+class OpenApiDocument(BaseModel):
+    """The OpenAPI 3.1 document of this API."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: str
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(id=job.id, state=job.state, priority=job.priority,  # type: ignore[arg-type]
+                  notify_email=job.notify_email, follow=bool(job.follow), spec=job.spec,
+                  error=job.error, created_at=job.created_at, updated_at=job.updated_at,
+                  finished_at=job.finished_at)
+
+
+def _all_states(counts: dict[str, int], states: tuple[str, ...]) -> dict[str, int]:
+    return {state: int(counts.get(state, 0)) for state in states}
+
+
+def job_detail(summary: JobSummary, rate: float | None, eta: float | None) -> JobDetail:
+    events = [EventOut(at=e.at, level=e.level, kind=e.kind, message=e.message)
+              for e in summary.recent_events if event_is_error(e)]
+    return JobDetail(
+        **job_out(summary.job).model_dump(),
+        chunks=_all_states(summary.chunks, CHUNK_STATES),
+        exports=_all_states(summary.exports, EXPORT_STATES),
+        files=_all_states(summary.files, FILE_STATES),
+        bytes_done=summary.bytes_done, bytes_expected=summary.bytes_expected,
+        est_bytes=summary.est_bytes, rate_bytes_per_s=rate, eta_seconds=eta,
+        recent_errors=events,
+    )
+
+
+def file_out(f: File) -> FileOut:
+    return FileOut(id=f.id, chunk_id=f.chunk_id, record=f.record, segment=f.segment, url=f.url,
+                   dest_path=f.dest_path, state=f.state,  # type: ignore[arg-type]
+                   size_expected=f.size_expected, bytes_done=f.bytes_done, sha256=f.sha256,
+                   attempts=f.attempts, error=f.error, updated_at=f.updated_at)
+
+
+def worker_out(w: Worker, now: datetime, stale_after: float) -> WorkerOut:
+    alive = w.stopped_at is None and (now - w.heartbeat_at).total_seconds() <= stale_after
+    return WorkerOut(id=w.id, hostname=w.hostname, pid=w.pid, started_at=w.started_at,
+                     heartbeat_at=w.heartbeat_at, stopped_at=w.stopped_at, alive=alive,
+                     holding=w.holding)
+
+
+def event_is_error(event: JobEvent) -> bool:
+    return event.level in ("error", "warning")
