@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-export-mb", type=int, default=100_000, help="status 3 above this size (MB)")
     add("--download-connections", type=int, default=1, dest="download_connections_per_client",
         help="concurrent file downloads allowed per client IP (default 1)")
+    add("--bandwidth", type=parse_size, default=0,
+        help="bytes per second per download, e.g. 5M; 0 = unlimited (default)")
     add("--offline-mode", choices=OFFLINE_MODES, default="status25",
         help="offline data: status25 (2022 JSOC) or tape (staged restore)")
     add("--tape-delay", type=float, default=5.0, help="extra staging seconds in tape mode")

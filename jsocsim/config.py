@@ -119,6 +119,7 @@ class EmulatorConfig:
     dup_window: float = 86400.0  # duplicate-export detection window
     max_export_mb: int = 100_000  # status 3 above this size
     download_connections_per_client: int = 1  # concurrent file downloads per client IP
+    bandwidth: float = 0.0  # bytes per second per download; 0 = unlimited (sendfile)
     offline_mode: str = "status25"  # "status25" (2022 code) or "tape" (staged restore)
     tape_delay: float = 5.0  # extra staging seconds for offline data in "tape" mode
     seed: int = 0  # seeds record content and anything random outside faults
@@ -138,7 +139,7 @@ class EmulatorConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         for name in ("staging_delay", "export_expiry", "pending_timeout", "dup_window",
-                     "tape_delay"):
+                     "tape_delay", "bandwidth"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
         for name in ("file_size", "pending_per_email", "pending_per_ip", "max_export_mb",

@@ -98,6 +98,10 @@ async def serve_file(state: SimState, request: web.Request, url_path: str,
                 raise
             state.stats.download_finished(ip, url_path, sent, start, size)
             return broken  # already prepared; its transport is closed
+    if state.config.bandwidth and request.method == "GET":
+        throttled, sent, start = await send_throttled(effective, path, state.config.bandwidth)
+        state.stats.download_finished(ip, url_path, sent, start, size)
+        return throttled
     return CountedFileResponse(path, effective, state, url_path, size)
 
 
@@ -181,13 +185,9 @@ def requested_span(request: web.Request, size: int) -> tuple[int, int] | None:
     return start, stop - start
 
 
-async def send_broken(request: web.Request, path: Path, fraction: float,
-                      reset: bool) -> tuple[web.StreamResponse, int, int]:
-    """Promise the whole (ranged) body, send `fraction` of it, then break the connection.
-
-    reset=True closes with a TCP RST (SO_LINGER 0); reset=False closes cleanly (FIN), so the
-    client sees a truncated body. Returns (the response, bytes sent, first offset).
-    """
+async def prepare_stream(request: web.Request,
+                         path: Path) -> tuple[web.StreamResponse, int, int]:
+    """A prepared 200/206 StreamResponse for (a Range of) `path`: (response, start, count)."""
     size = path.stat().st_size
     span = requested_span(request, size)
     if span is None:
@@ -203,6 +203,17 @@ async def send_broken(request: web.Request, path: Path, fraction: float,
     if partial:
         response.headers[hdrs.CONTENT_RANGE] = f"bytes {start}-{start + count - 1}/{size}"
     await response.prepare(request)
+    return response, start, count
+
+
+async def send_broken(request: web.Request, path: Path, fraction: float,
+                      reset: bool) -> tuple[web.StreamResponse, int, int]:
+    """Promise the whole (ranged) body, send `fraction` of it, then break the connection.
+
+    reset=True closes with a TCP RST (SO_LINGER 0); reset=False closes cleanly (FIN), so the
+    client sees a truncated body. Returns (the response, bytes sent, first offset).
+    """
+    response, start, count = await prepare_stream(request, path)
     to_send = min(count - 1, int(count * fraction)) if count else 0
     with path.open("rb") as handle:
         handle.seek(start)
@@ -213,6 +224,29 @@ async def send_broken(request: web.Request, path: Path, fraction: float,
             remaining -= len(chunk)
     await break_connection(request, reset)
     return response, to_send, start
+
+
+async def send_throttled(request: web.Request, path: Path,
+                         rate: float) -> tuple[web.StreamResponse, int, int]:
+    """Send (a Range of) `path` at `rate` bytes per second; (response, bytes sent, start).
+
+    A client that goes away mid-body (a killed downloader) ends the response early; the bytes
+    that did go out are still reported.
+    """
+    response, start, count = await prepare_stream(request, path)
+    loop = asyncio.get_running_loop()
+    began, sent = loop.time(), 0
+    with contextlib.suppress(ConnectionError), path.open("rb") as handle:
+        handle.seek(start)
+        while sent < count:
+            chunk = handle.read(min(CHUNK, count - sent))
+            await response.write(chunk)
+            sent += len(chunk)
+            ahead = sent / rate - (loop.time() - began)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await response.write_eof()
+    return response, sent, start
 
 
 async def break_connection(request: web.Request, reset: bool) -> None:
