@@ -1,0 +1,321 @@
+"""Planning stage: turn running jobs into a few chunks at a time (lazy, slot-aligned).
+
+A job's cursor (``planned_until``) is the JSOC TAI time of the next sampled slot to plan, so
+chunk boundaries never overlap or leave gaps even if the size estimates change between calls.
+A job with enough open chunks (exporting, ready, downloading) is held back — its plan lease is
+kept and looked at again later — so planning stays only a few chunks ahead of the downloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.db.repo import LeaseLost, PlanClaim
+from service.jobspec import JobSpec, SpecError
+from service.jsoc.metadata import SeriesMeta
+from service.jsoc.status import JsocError, StatusKind
+from service.planner import (
+    ChunkPlan,
+    ChunkSplitError,
+    multiplicity,
+    plan_chunks,
+    recordset_template,
+    sample_recordset,
+    slot_grid,
+    split_chunk,
+)
+from service.stages.context import JobEstimate, StageContext
+from service.timeutil import (
+    cadence_stride,
+    duration_range_slots,
+    format_tai,
+    parse_time,
+    slot_index,
+    slot_time,
+    utc_to_tai,
+)
+from service.validation import format_errors
+
+log = logging.getLogger(__name__)
+
+PLAN_BATCH = 2  # chunks planned per claim
+MAX_AHEAD = 2  # a job is claimed for planning while it has fewer planned chunks than this
+MAX_OPEN_CHUNKS = 3  # exporting/ready/downloading chunks before planning holds back
+SIZE_SAMPLE_RECORDS = 4
+DEFAULT_CHECK_INTERVAL = 600.0  # follow jobs without check_interval
+END_MARK = "end"  # planned_until of a finished recordset job
+
+
+@dataclass
+class HeldPlan:
+    """A job whose plan lease this worker holds while it waits (backpressure, JSOC down)."""
+
+    claim: PlanClaim
+    recheck_at: float  # loop time
+
+
+def job_spec(raw: dict[str, Any]) -> JobSpec:
+    """The stored spec as a JobSpec; SpecError with clear messages if it no longer parses."""
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc)) from None
+
+
+# --- pure planning ------------------------------------------------------------------------------
+
+def job_range(spec: JobSpec, meta: SeriesMeta, until: float | None = None) -> range:
+    """Sampled slot indices of the whole job (a follow job: up to ``until``)."""
+    key, start = meta.time_key(), spec.start_tai
+    end = spec.end_tai if spec.end is not None else until
+    if key is None or start is None or end is None:
+        raise SpecError(["planning needs a time prime key, start, and end"])
+    if end <= start:
+        return range(0)
+    grid = slot_grid(meta, key, start)
+    return duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
+                                spec.cadence_seconds)
+
+
+def next_chunks(spec: JobSpec, meta: SeriesMeta, estimate: JobEstimate,
+                planned_until: str | None, *, limit: int, max_records: int, max_bytes: int,
+                until: float | None = None) -> tuple[list[ChunkPlan], str | None, bool]:
+    """The next ``limit`` chunks after the cursor: (chunks, new cursor, planning done)."""
+    if spec.recordset is not None:
+        if planned_until is not None:
+            return [], planned_until, True
+        chunks = list(plan_chunks(spec, meta, bytes_per_record=estimate.bytes_per_record))
+        return chunks, END_MARK, True
+    whole = job_range(spec, meta, until)
+    key = meta.time_key()
+    assert key is not None and spec.start_tai is not None
+    grid = slot_grid(meta, key, spec.start_tai)
+    first = whole.start
+    if planned_until is not None:
+        first = slot_index(parse_time(planned_until), grid.epoch, grid.step, grid.round_)
+    if first >= whole.stop:
+        return [], planned_until, True
+    rest = spec.model_copy(update={
+        "start": format_tai(slot_time(first, grid.epoch, grid.step)),
+        "end": format_tai(slot_time(whole.stop, grid.epoch, grid.step)), "follow": False})
+    chunks = list(islice(plan_chunks(
+        rest, meta, max_records=max_records, max_bytes=max_bytes,
+        bytes_per_record=estimate.bytes_per_record,
+        records_per_slot=estimate.records_per_slot), limit))
+    if not chunks:
+        return [], planned_until, True
+    last = chunks[-1]
+    assert last.grid is not None
+    after = last.first_slot + last.slot_count * last.stride
+    cursor_tai = slot_time(after, last.grid[0], last.grid[1])
+    done = slot_index(cursor_tai, grid.epoch, grid.step, grid.round_) >= whole.stop
+    return chunks, format_tai(cursor_tai), done
+
+
+def chunk_row(chunk: ChunkPlan, seq: int | None = None) -> dict[str, Any]:
+    """A chunk as ``add_chunks`` / ``split_chunk`` take it (end_time = start + duration)."""
+    end = None
+    if chunk.start is not None and chunk.duration is not None:
+        end = format_tai(parse_time(chunk.start) + chunk.duration)
+    row = {"recordset": chunk.recordset, "start_time": chunk.start, "end_time": end,
+           "est_records": chunk.est_records, "est_bytes": chunk.est_bytes}
+    return row if seq is None else {"seq": seq, **row}
+
+
+def stored_chunk_plan(spec: JobSpec, meta: SeriesMeta, *, seq: int, part: str, recordset: str,
+                      start_time: str | None, end_time: str | None,
+                      est_bytes: int | None) -> ChunkPlan:
+    """Rebuild the ChunkPlan of a stored chunk (what ``planner.split_chunk`` needs)."""
+    key = meta.time_key()
+    if spec.recordset is not None or key is None or spec.start_tai is None \
+            or start_time is None or end_time is None:
+        return ChunkPlan(seq=seq, part=part, recordset=recordset, start=start_time,
+                         duration=None, est_records=0, est_bytes=est_bytes or 0)
+    grid = slot_grid(meta, key, spec.start_tai)
+    start, span = parse_time(start_time), parse_time(end_time) - parse_time(start_time)
+    stride = cadence_stride(spec.cadence_seconds, grid.step)
+    count = max(1, round((span / grid.step - 1) / stride) + 1)
+    template = recordset_template(spec, meta)
+    rps = float(multiplicity(spec, meta))
+    records = max(1, round(count * rps))
+    return ChunkPlan(
+        seq=seq, part=part, recordset=recordset, start=start_time, duration=span,
+        est_records=records, est_bytes=est_bytes or 0,
+        first_slot=slot_index(start, grid.epoch, grid.step, grid.round_), slot_count=count,
+        stride=stride, grid=(grid.epoch, grid.step, grid.round_), cadence=spec.cadence_seconds,
+        prefix=template.prefix, suffix=template.suffix, records_per_slot=rps,
+        bytes_per_record=(est_bytes or 0) // records)
+
+
+# --- estimates ----------------------------------------------------------------------------------
+
+def _sizes(reply: dict[str, Any]) -> list[int]:
+    for key in reply.get("keywords") or []:
+        if str(key.get("name")) == "*size*":
+            return [int(v) for v in key.get("values") or [] if str(v).isdigit()]
+    return []
+
+
+async def estimate(ctx: StageContext, job_id: str, spec: JobSpec,
+                   meta: SeriesMeta) -> JobEstimate:
+    """Records per slot (rs_summary of a sample of slots) and bytes per record (rs_list
+    ``*size*`` of a few sample records); cached per job."""
+    if job_id in ctx.estimates:
+        return ctx.estimates[job_id]
+    if spec.recordset is not None:
+        sample, slots = spec.recordset, 0
+    else:
+        sample, slots = sample_recordset(spec, meta)
+    count = await ctx.jsoc.rs_summary(sample)
+    sizes = _sizes(await ctx.jsoc.rs_list(sample, keys=["*size*"], n=SIZE_SAMPLE_RECORDS)) \
+        if count else []
+    result = JobEstimate(records_per_slot=(count / slots) if slots and count else None,
+                         bytes_per_record=sum(sizes) // len(sizes) if sizes else 0)
+    ctx.estimates[job_id] = result
+    return result
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+async def plan_tick(ctx: StageContext) -> bool:
+    """Look again at held jobs, then claim and plan jobs until none needs planning."""
+    did = await _recheck_held(ctx)
+    while not ctx.stop.is_set():
+        claim = await ctx.repo.claim_job_to_plan(
+            ctx.worker_id, lease_seconds=ctx.settings.lease_seconds, max_ahead=MAX_AHEAD)
+        if claim is None:
+            break
+        did = True
+        await _handle(ctx, claim)
+    return did
+
+
+async def _recheck_held(ctx: StageContext) -> bool:
+    loop_now = _loop_time()
+    due = [h for h in ctx.held_plans.values() if h.recheck_at <= loop_now]
+    for held in due:
+        del ctx.held_plans[held.claim.job_id]
+        await _handle(ctx, held.claim)
+    return bool(due)
+
+
+async def _handle(ctx: StageContext, claim: PlanClaim) -> None:
+    ctx.holding["planning"].add(claim.job_id)
+    try:
+        delay = await plan_job(ctx, claim)
+    except SpecError as exc:
+        await _fail(ctx, claim, f"cannot plan this job: {exc}")
+        return
+    except JsocError as exc:
+        if exc.kind is StatusKind.TRANSIENT:
+            ctx.jsoc_breaker.record_failure()
+            delay = ctx.retry_delay(1, getattr(exc, "retry_after", None))
+            log.warning("planning job %s waits: %s", claim.job_id, exc)
+        else:
+            await _fail(ctx, claim, f"JSOC refused to describe the job's records: {exc}")
+            return
+    except Exception:  # e.g. a database hiccup: keep the lease, look again later
+        log.exception("planning job %s failed; trying again later", claim.job_id)
+        delay = ctx.retry_delay(3)
+    if delay is None:
+        ctx.holding["planning"].discard(claim.job_id)
+    else:
+        ctx.held_plans[claim.job_id] = HeldPlan(claim, _loop_time() + delay)
+
+
+async def _fail(ctx: StageContext, claim: PlanClaim, message: str) -> None:
+    ctx.holding["planning"].discard(claim.job_id)
+    try:
+        await ctx.repo.fail_job(claim.job_id, message)
+    except Exception:  # the job was cancelled or deleted meanwhile
+        log.info("job %s could not be failed (state changed)", claim.job_id, exc_info=True)
+    await _release(ctx, claim)
+
+
+async def _release(ctx: StageContext, claim: PlanClaim) -> None:
+    await ctx.repo.advance_plan(claim.job_id, planned_until=claim.planned_until,
+                                next_seq=claim.next_seq, plan_done=False,
+                                lease_token=claim.lease_token)
+
+
+async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
+    """Plan the next chunks of a claimed job; returns seconds to hold it back instead."""
+    summary = await ctx.repo.job_summary(claim.job_id, events=1)
+    if summary.job.state not in ("queued", "running"):
+        await _release(ctx, claim)
+        return None
+    opened = sum(summary.chunks.get(s, 0) for s in ("exporting", "ready", "downloading"))
+    if opened >= MAX_OPEN_CHUNKS:
+        return ctx.idle_seconds * 4
+    if ctx.host_open(ctx.settings.jsoc_url):
+        return max(ctx.jsoc_breaker.retry_in(), ctx.idle_seconds)
+    spec = job_spec(claim.spec)
+    meta = await ctx.jsoc.series_struct(spec.series_name)
+    ctx.jsoc_breaker.record_success()
+    est = await estimate(ctx, claim.job_id, spec, meta)
+    until, next_check = _follow_window(ctx, spec) if spec.follow else (None, None)
+    chunks, cursor, done = next_chunks(
+        spec, meta, est, claim.planned_until, limit=PLAN_BATCH,
+        max_records=ctx.settings.max_chunk_records, max_bytes=ctx.settings.max_chunk_bytes,
+        until=until)
+    rows = [chunk_row(c, claim.next_seq + i) for i, c in enumerate(chunks)]
+    if rows:
+        await ctx.repo.add_chunks(claim.job_id, rows)
+    await ctx.repo.advance_plan(
+        claim.job_id, planned_until=cursor, next_seq=claim.next_seq + len(rows), plan_done=done,
+        lease_token=claim.lease_token, next_check_at=next_check if done else None,
+        covered_until=format_tai(until) if until is not None else None)
+    if rows:
+        log.info("job %s: planned chunks %d..%d", claim.job_id, claim.next_seq,
+                 claim.next_seq + len(rows) - 1)
+        ctx.waker.poke()
+    return None
+
+
+def _follow_window(ctx: StageContext, spec: JobSpec) -> tuple[float, Any]:
+    """A follow job plans up to now − lag and looks again after check_interval."""
+    now = ctx.now()
+    lag = spec.lag_seconds or 0.0
+    interval = spec.check_interval_seconds or DEFAULT_CHECK_INTERVAL
+    until = utc_to_tai(now.replace(tzinfo=None)) - lag
+    return until, ctx.later(interval)
+
+
+def split_children(plan: ChunkPlan) -> list[dict[str, Any]]:
+    """The two halves of a chunk JSOC called too large, as split_chunk rows."""
+    return [chunk_row(half) for half in split_chunk(plan)]
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+
+async def split_or_fail(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, *, export_id: int,
+                        chunk_id: int, chunk: dict[str, Any], reason: str,
+                        chunk_token: int | None, export_token: int | None) -> None:
+    """JSOC called the chunk too large (status 3): replace it by two halves, or fail it with
+    JSOC's message when it cannot be halved (one slot, or a raw recordset).
+
+    ``chunk``: seq, part, recordset, start_time, end_time, est_bytes of the stored chunk.
+    """
+    plan = stored_chunk_plan(spec, meta, **chunk)
+    try:
+        children = split_children(plan)
+    except ChunkSplitError as exc:
+        await ctx.repo.fail_export(export_id, error=f"{reason}; {exc}", jsoc_status=3,
+                                   lease_token=export_token)
+        return
+    try:
+        await ctx.repo.split_chunk(chunk_id, children, lease_token=chunk_token, reason=reason)
+    except LeaseLost as exc:
+        log.info("split of chunk %s skipped: %s", chunk_id, exc)
+        return
+    log.info("chunk %s (%s) split in two: %s", chunk_id, plan.recordset, reason)
+    ctx.waker.poke()

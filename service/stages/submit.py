@@ -1,0 +1,201 @@
+"""Submission stage: one exp_request per claimed chunk, under the per-email pending limit that
+the repository's claim enforces across every worker.
+
+Rules (protocol §3.8, §5.1): a url_quick + as-is request answered with status 0 is ready at once
+(no staging, files listed directly); 3 splits the chunk; 4/25 fail it with JSOC's message; 7
+means another export of the email is pending: wait for it by polling it, then submit once more —
+never resubmit in a loop. If this worker might already have submitted (it took over a dead
+worker's reservation, or an earlier attempt got no answer), the pending id named by the status 7
+is this chunk's own export: adopt it instead of exporting twice. Transient failures are retried
+with backoff while the reservation is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from service.db.repo import ExportClaim
+from service.jobspec import JobSpec, SpecError
+from service.jsoc.client import ExportReply
+from service.jsoc.metadata import SeriesMeta
+from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
+from service.stages.context import StageContext
+from service.stages.placement import PlacementError
+from service.stages.plan import job_spec, split_or_fail
+from service.stages.poll import index_header, ready_files
+
+log = logging.getLogger(__name__)
+
+PENDING_COUNT_SECONDS = 3600.0  # JSOC stops counting a pending export after 60 min (L2)
+STILL_PENDING = frozenset({1, 2, 6, 12})
+
+
+async def submit_tick(ctx: StageContext) -> bool:
+    """Claim chunks to export (while their emails have free slots) and submit each."""
+    if ctx.host_open(ctx.settings.jsoc_url):
+        return False
+    did = False
+    while not ctx.stop.is_set():
+        claim = await ctx.repo.claim_chunk_to_export(
+            ctx.worker_id, lease_seconds=ctx.settings.lease_seconds,
+            max_pending_per_email=ctx.settings.max_pending_exports_per_email)
+        if claim is None:
+            break
+        did = True
+        ctx.holding["submitting"].add(claim.chunk_id)
+        ctx.spawn(Submission(ctx, claim).run(), name=f"submit-{claim.chunk_id}")
+    return did
+
+
+class Submission:
+    """Submitting one chunk's export, from the claim to a recorded outcome."""
+
+    def __init__(self, ctx: StageContext, claim: ExportClaim) -> None:
+        self.ctx, self.claim = ctx, claim
+        self.maybe_sent = claim.resumed  # JSOC may already have this request
+        self.attempt = 0
+
+    async def run(self) -> None:
+        try:
+            spec = job_spec(self.claim.spec)
+            meta = await self._meta(spec)
+            if meta is not None:
+                await self._submit(spec, meta)
+        except (SpecError, PlacementError) as exc:
+            await self._fail(str(exc), None)
+        except Exception as exc:  # never keep a reservation nobody works on
+            log.exception("submitting chunk %s failed", self.claim.chunk_id)
+            await self.ctx.repo.fail_export(
+                self.claim.export_id, error=f"submission failed: {type(exc).__name__}: {exc}",
+                lease_token=self.claim.lease_token, retry_at=self.ctx.later(
+                    self.ctx.retry_delay(3)))
+        finally:
+            self.ctx.holding["submitting"].discard(self.claim.chunk_id)
+
+    async def _meta(self, spec: JobSpec) -> SeriesMeta | None:
+        while await self.ctx.wait_for_jsoc():
+            try:
+                return await self.ctx.jsoc.series_struct(spec.series_name)
+            except JsocError as exc:
+                if exc.kind is not StatusKind.TRANSIENT:
+                    raise
+                await self._backoff(exc)
+        await self._abandon()
+        return None
+
+    async def _submit(self, spec: JobSpec, meta: SeriesMeta) -> None:
+        ctx, claim = self.ctx, self.claim
+        while await ctx.wait_for_jsoc():
+            try:
+                reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,
+                                                   method=spec.effective_method,
+                                                   protocol=spec.protocol)
+            except JsocPendingLimitError as exc:
+                ctx.jsoc_breaker.record_success()
+                if await self._adopt(exc.pending_ids, spec):
+                    return
+                if not await self._wait_for_pending(exc.pending_ids):
+                    break
+                continue
+            except JsocError as exc:
+                if exc.kind is StatusKind.TRANSIENT:
+                    self.maybe_sent = True  # the request may have arrived before the failure
+                    await self._backoff(exc)
+                    continue
+                ctx.jsoc_breaker.record_success()
+                if exc.kind is StatusKind.TOO_LARGE:
+                    await self._split(spec, meta, exc.message)
+                else:
+                    await self._fail(exc.message, exc.status)
+                return
+            ctx.jsoc_breaker.record_success()
+            await self._record(spec, meta, reply)
+            return
+        await self._abandon()
+
+    async def _record(self, spec: JobSpec, meta: SeriesMeta, reply: ExportReply) -> None:
+        ctx, claim = self.ctx, self.claim
+        if reply.status == 0 and not reply.request_id:  # url_quick: no staging, files listed
+            files = await ready_files(ctx, spec, meta, reply, claim.recordset)
+            await ctx.repo.record_export_ready(claim.export_id, files=files,
+                                               index=index_header(reply),
+                                               lease_token=claim.lease_token)
+            log.info("chunk %s: quick export with %d file(s)", claim.chunk_id, len(files))
+        else:
+            await ctx.repo.record_export_submitted(
+                claim.export_id, request_id=reply.request_id, status=reply.status,
+                wait=0.0 if reply.status == 0 else ctx.poll_delay(reply.wait, 0),
+                lease_token=claim.lease_token, method=reply.method or spec.effective_method,
+                protocol=reply.protocol or spec.protocol)
+            log.info("chunk %s: export %s submitted", claim.chunk_id, reply.request_id)
+        ctx.waker.poke()
+
+    async def _adopt(self, pending_ids: list[str], spec: JobSpec) -> bool:
+        """After a status 7, take over the pending export this chunk may already have."""
+        if not self.maybe_sent or not pending_ids:
+            return False
+        known = await self.ctx.repo.known_request_ids(pending_ids)
+        unknown = [i for i in pending_ids if i not in known]
+        if not unknown:
+            return False
+        log.info("chunk %s: adopting pending export %s (submitted before a crash or a lost "
+                 "reply)", self.claim.chunk_id, unknown[0])
+        await self.ctx.repo.record_export_submitted(
+            self.claim.export_id, request_id=unknown[0], status=1,
+            wait=self.ctx.settings.poll_min, lease_token=self.claim.lease_token,
+            method=spec.effective_method, protocol=spec.protocol)
+        self.ctx.waker.poke()
+        return True
+
+    async def _wait_for_pending(self, pending_ids: list[str]) -> bool:
+        """Poll the exports JSOC says are pending until none is; False if stopping."""
+        ctx = self.ctx
+        if not pending_ids:  # a per-IP limit: nothing to poll, back off
+            self.attempt += 1
+            return await ctx.sleep(max(ctx.settings.poll_min, ctx.retry_delay(self.attempt)))
+        deadline, polls = time.monotonic() + PENDING_COUNT_SECONDS, 0
+        while time.monotonic() < deadline:
+            waits = []
+            for request_id in pending_ids:
+                try:
+                    reply = await ctx.jsoc.exp_status(request_id, check=False)
+                except JsocError:
+                    waits.append(ctx.poll_delay(None, polls))
+                    continue
+                if reply.status in STILL_PENDING:
+                    waits.append(ctx.poll_delay(reply.wait, polls))
+            if not waits:
+                return True
+            polls += 1
+            if not await ctx.sleep(min(waits)):
+                return False
+        return True
+
+    async def _backoff(self, exc: JsocError) -> None:
+        self.ctx.jsoc_breaker.record_failure()
+        log.warning("chunk %s: JSOC unavailable (%s); retrying", self.claim.chunk_id, exc)
+        await self.ctx.sleep(self.ctx.retry_delay(self.attempt, getattr(exc, "retry_after",
+                                                                        None)))
+        self.attempt += 1
+
+    async def _split(self, spec: JobSpec, meta: SeriesMeta, message: str) -> None:
+        c = self.claim
+        chunk = {"seq": c.seq, "part": c.part, "recordset": c.recordset,
+                 "start_time": c.start_time, "end_time": c.end_time, "est_bytes": c.est_bytes}
+        await split_or_fail(self.ctx, spec, meta, export_id=c.export_id, chunk_id=c.chunk_id,
+                            chunk=chunk, reason=message, chunk_token=c.lease_token,
+                            export_token=c.lease_token)
+
+    async def _fail(self, message: str, status: int | None) -> None:
+        await self.ctx.repo.fail_export(self.claim.export_id, error=message, jsoc_status=status,
+                                        lease_token=self.claim.lease_token)
+
+    async def _abandon(self) -> None:
+        """The worker stops before an answer: a request JSOC may have stays reserved (the next
+        worker takes it over and adopts it); otherwise the reservation is given back."""
+        if self.maybe_sent:
+            return
+        await self.ctx.repo.fail_export(self.claim.export_id, error="not submitted: worker "
+                                        "stopped", lease_token=self.claim.lease_token,
+                                        retry_at=self.ctx.now())

@@ -1,0 +1,138 @@
+"""The worker: runs the stage loops (plan → submit → poll → download), heartbeats, and shuts
+down gracefully.
+
+Each loop claims work in short repository transactions, does the network part in tasks, and
+records outcomes with fenced updates; the database is the truth, so any number of workers (in
+one process or on several machines sharing Postgres) can run side by side, and a restart after
+SIGKILL resumes from what was committed.
+
+Shutdown (``stop`` set, e.g. on SIGTERM): stop claiming, let in-flight work finish for
+``shutdown_grace_seconds``, cancel the rest (downloads record bytes_done and keep their .part
+files), release every lease this worker holds, and return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+from service.db.repo import Repo
+from service.settings import Settings
+from service.stages import download_tick, plan_tick, poll_tick, submit_tick
+from service.stages.context import StageContext, open_context
+
+log = logging.getLogger(__name__)
+
+Tick = Callable[[StageContext], Awaitable[bool]]
+STAGES: tuple[tuple[str, Tick], ...] = (
+    ("plan", plan_tick), ("submit", submit_tick), ("poll", poll_tick),
+    ("download", download_tick))
+
+
+def new_worker_id() -> str:
+    """``<hostname>-<pid>-<random>``: unique per process start, readable in listings."""
+    host = socket.gethostname().split(".")[0][:32] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One worker on a repository: ``await Worker(settings, repo).run(stop)`` until ``stop``."""
+
+    def __init__(self, settings: Settings, repo: Repo, *, worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.worker_id = worker_id or new_worker_id()
+        self.ctx: StageContext | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then drain and release leases."""
+        assert self.settings.download_dir is not None
+        self.settings.download_dir.mkdir(parents=True, exist_ok=True)
+        async with open_context(self.settings, self.repo, stop, self.worker_id) as ctx:
+            self.ctx = ctx
+            log.info("worker %s started (download dir %s)", self.worker_id,
+                     self.settings.download_dir)
+            await self._heartbeat(ctx)
+            heartbeat = asyncio.create_task(self._heartbeats(ctx), name="heartbeat")
+            loops = [asyncio.create_task(self._loop(ctx, name, tick), name=f"loop-{name}")
+                     for name, tick in STAGES]
+            try:
+                await stop.wait()
+            finally:
+                stop.set()
+                ctx.waker.poke()
+                await asyncio.shield(self._shutdown(ctx, loops, heartbeat))
+
+    async def _shutdown(self, ctx: StageContext, loops: list[asyncio.Task[None]],
+                        heartbeat: asyncio.Task[None]) -> None:
+        await asyncio.gather(*loops, return_exceptions=True)
+        await self._drain(ctx)
+        heartbeat.cancel()
+        with suppress(asyncio.CancelledError):
+            await heartbeat
+        released = await self.repo.release_leases(self.worker_id)
+        log.info("worker %s stopped; released %d lease(s)", self.worker_id, released)
+
+    async def _drain(self, ctx: StageContext) -> None:
+        """Give in-flight work the grace period, then cancel what is left."""
+        pending = set(ctx.tasks)
+        if pending:
+            log.info("worker %s: letting %d task(s) finish (up to %gs)", self.worker_id,
+                     len(pending), self.settings.shutdown_grace_seconds)
+            _done, pending = await asyncio.wait(
+                pending, timeout=self.settings.shutdown_grace_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self, ctx: StageContext, name: str, tick: Tick) -> None:
+        """Run one stage's tick until stopping; wait (or until poked) when there is no work."""
+        idle = ctx.idle_seconds
+        while not ctx.stop.is_set():
+            try:
+                did = await tick(ctx)
+            except Exception:  # e.g. the database is briefly unreachable: log and back off
+                log.exception("%s stage failed; retrying", name)
+                await ctx.sleep(ctx.retry_delay(3))
+                continue
+            if did:
+                idle = ctx.idle_seconds
+                await asyncio.sleep(0)
+                continue
+            await ctx.waker.wait(idle)
+            idle = min(idle * 2, ctx.max_idle_seconds)
+
+    async def _heartbeats(self, ctx: StageContext) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            await self._heartbeat(ctx)
+
+    async def _heartbeat(self, ctx: StageContext) -> None:
+        """Refresh this worker's row (what it holds) and renew its leases."""
+        try:
+            await self.repo.heartbeat(self.worker_id, hostname=socket.gethostname(),
+                                      pid=os.getpid(), holding=ctx.holding_summary(),
+                                      renew_lease_seconds=self.settings.lease_seconds)
+        except Exception:
+            log.exception("heartbeat of worker %s failed", self.worker_id)
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event,
+                     worker_id: str | None = None) -> None:
+    """Open the database and run one worker until ``stop`` is set (then drain)."""
+    assert settings.database_url is not None
+    repo = Repo.from_url(settings.database_url)
+    try:
+        await Worker(settings, repo, worker_id=worker_id).run(stop)
+    finally:
+        await repo.close()
+
+
+async def run_workers(settings: Settings, repo: Repo, stop: asyncio.Event) -> None:
+    """The worker part of ``jsoc-bulk serve`` (on the daemon's repository)."""
+    await Worker(settings, repo).run(stop)
