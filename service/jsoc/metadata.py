@@ -58,6 +58,15 @@ class SeriesMeta:
     def primekey_names(self) -> list[str]:
         return [p.name for p in self.primekeys]
 
+    def export_filenamefmt(self) -> str:
+        """The file-name template drms sends with exports: the series, then each prime key
+        (time keys compacted with JSOC's ``A`` modifier), then the segment; e.g.
+        ``hmi.m_720s.{T_REC:A}.{CAMERA}.{segment}``, which JSOC renders as
+        ``hmi.m_720s.20140101_000000_TAI.1.magnetogram.fits``.
+        """
+        keys = [f"{{{p.name}:A}}" if p.is_time else f"{{{p.name}}}" for p in self.primekeys]
+        return ".".join([self.name.lower(), *(keys or ["{recnum:%lld}"]), "{segment}"])
+
     def time_key(self) -> PrimeKeyInfo | None:
         """The first time-valued prime key (T_REC, T_OBS, T_START …), if any."""
         return next((p for p in self.primekeys if p.is_time), None)

@@ -90,7 +90,8 @@ class Submission:
             try:
                 reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,
                                                    method=spec.effective_method,
-                                                   protocol=spec.protocol)
+                                                   protocol=spec.protocol,
+                                                   filenamefmt=meta.export_filenamefmt())
             except JsocPendingLimitError as exc:
                 ctx.jsoc_breaker.record_success()
                 if await self._adopt(exc.pending_ids, spec):

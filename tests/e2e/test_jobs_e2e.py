@@ -1,0 +1,144 @@
+"""The emulator and the daemon as real processes: jobs complete with every file verified, and
+SIGKILL / SIGTERM of the daemon lose nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.e2e.checks import assert_files_verified, assert_polite, job_files
+from tests.e2e.procs import (
+    Daemon,
+    http_json,
+    sim_manifest,
+    sim_stats,
+    start_emulator,
+    wait_for,
+)
+
+EMAIL = "e2e@example.org"
+FAST = ["--poll-min", "0.2", "--poll-max", "2", "--retry-base", "0.2", "--retry-cap", "2",
+        "--shutdown-grace-seconds", "5", "--lease-seconds", "10", "--heartbeat-seconds", "1"]
+MAGNETOGRAMS = {
+    "series": "hmi.M_720s", "start": "2014-01-01T00:00:00Z", "end": "2014-01-01T04:00:00Z",
+    "segments": ["magnetogram"], "protocol": "fits",
+    "path_template": "{series}/{T_REC:%Y/%m/%d}/{filename}",
+}
+TEMPLATE_PATTERN = r"hmi\.M_720s/2014/01/01/hmi\.m_720s\.\d{8}_\d{6}_TAI\.\d\.magnetogram\.fits"
+
+
+@pytest.fixture
+def stack(tmp_path: Path, daemon_database: str | None):
+    """Start the emulator and the daemon; yields a factory taking extra options for each."""
+    started: list[Any] = []
+
+    def start(sim_args: tuple[str, ...] = (), daemon_args: tuple[str, ...] = ()) -> tuple[
+            str, Daemon]:
+        sim, url = start_emulator(tmp_path, [EMAIL], "--staging-delay", "0.5", *sim_args)
+        started.append(sim)
+        daemon = Daemon(tmp_path, url, EMAIL, daemon_database, [*FAST, *daemon_args])
+        started.append(daemon)
+        return url, daemon.start()
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+def downloading(daemon: Daemon) -> bool:
+    """True while some file is part-way: a non-empty .part file in the download directory."""
+    return any(p.stat().st_size > 0 for p in (daemon.data_dir / "files").rglob("*.part"))
+
+
+def test_multi_chunk_job_completes_with_verified_files(stack) -> None:
+    jsoc, daemon = stack(daemon_args=("--max-chunk-records", "6"))
+    job = daemon.submit(MAGNETOGRAMS)
+    final = daemon.wait_job(job["id"], timeout=120)
+    assert final["state"] == "succeeded", final
+    files = assert_files_verified(daemon, job["id"], jsoc, TEMPLATE_PATTERN)
+    assert len(files) == 20  # 4 hours of 720-s slots
+    assert final["chunks"].get("done", 0) >= 4  # 20 records, at most 6 per export
+    stats = assert_polite(jsoc, EMAIL)
+    assert stats["emails"][EMAIL]["exp_requests"] == final["chunks"]["done"]
+
+
+def test_sigkill_mid_download_then_restart_resumes(stack) -> None:
+    # 4 MB/s: each file of several MB takes a second or two, so the kill lands inside one.
+    jsoc, daemon = stack(sim_args=("--file-size", "8M", "--bandwidth", "4M"),
+                         daemon_args=("--max-chunk-records", "3"))
+    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T01:12:00Z"})  # 6 records
+    wait_for(lambda: any(f["state"] == "done" for f in job_files(daemon, job["id"]))
+             and downloading(daemon), 90, "one file done and one part-way")
+    done_before = {f["url"] for f in job_files(daemon, job["id"]) if f["state"] == "done"}
+    exports_before = sim_stats(jsoc)["emails"][EMAIL]["exp_requests"]
+    assert daemon.proc is not None
+    daemon.proc.signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    daemon.start()
+    final = daemon.wait_job(job["id"], timeout=120)
+    assert final["state"] == "succeeded", final
+    files = assert_files_verified(daemon, job["id"], jsoc, TEMPLATE_PATTERN)
+    stats = assert_polite(jsoc, EMAIL)
+    manifest = sim_manifest(jsoc)
+    smallest = min(manifest[urlsplit(f["url"]).path]["size"] for f in files)
+    for path, served in stats["files"].items():
+        if any(f["url"].endswith(path) and f["url"] in done_before for f in files):
+            assert served["requests"] == 1, (path, served)  # finished files never refetched
+    assert stats["bytes_served_again"] < smallest // 2, stats["bytes_served_again"]
+    # Exports submitted before the kill were polled again, not requested again.
+    new_exports = stats["emails"][EMAIL]["exp_requests"] - exports_before
+    assert new_exports <= final["chunks"]["done"] - 1
+    assert all(e["requested_times"] == 1 for e in stats["exports"].values())
+
+
+def test_sigterm_drains_exits_zero_and_restart_finishes(stack) -> None:
+    jsoc, daemon = stack(sim_args=("--file-size", "8M", "--bandwidth", "4M"),
+                         daemon_args=("--max-chunk-records", "3"))
+    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T01:12:00Z"})
+    wait_for(lambda: downloading(daemon), 90, "a download in progress")
+    assert daemon.proc is not None
+    daemon.proc.signal(signal.SIGTERM)
+    assert daemon.proc.wait(30) == 0, daemon.proc.log()[-2000:]
+    daemon.start()
+    final = daemon.wait_job(job["id"], timeout=120)
+    assert final["state"] == "succeeded", final
+    assert_files_verified(daemon, job["id"], jsoc, TEMPLATE_PATTERN)
+    stats = assert_polite(jsoc, EMAIL)
+    assert all(e["requested_times"] == 1 for e in stats["exports"].values())
+
+
+def problem(daemon: Daemon, body: Any, raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    """POST a job and return (HTTP status, problem document) of the refusal."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(daemon.api + "/jobs", data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    return refused.value.code, json.loads(refused.value.read())
+
+
+@pytest.mark.parametrize("daemon_database", ["sqlite"], indirect=True)
+def test_bad_input_gets_4xx_saying_what_to_fix(stack) -> None:
+    _, daemon = stack()
+    cases = [
+        ({**MAGNETOGRAMS, "series": "hmi.M_721s"}, "hmi.M_721s"),
+        ({**MAGNETOGRAMS, "segments": ["bitmap"]}, "magnetogram"),
+        ({**MAGNETOGRAMS, "where": ["NOSUCHKEY > 1"]}, "NOSUCHKEY"),
+        ({**MAGNETOGRAMS, "start": "yesterday-ish"}, "start"),
+        ({**MAGNETOGRAMS, "path_template": "../../{filename}"}, "path_template"),
+        ({**MAGNETOGRAMS, "path_template": "{series}/{nosuchfield}"}, "nosuchfield"),
+    ]
+    for body, mentioned in cases:
+        status, doc = problem(daemon, body)
+        assert 400 <= status < 500 and doc["status"] == status, doc
+        assert mentioned in str(doc), (mentioned, doc)
+    status, doc = problem(daemon, None, raw=b'{"series": "hmi.M_720s",')
+    assert status == 400 and "JSON" in doc["detail"], doc
+    assert http_json(daemon.api + "/jobs")["items"] == []  # nothing was accepted
