@@ -77,11 +77,12 @@ class FileStore:
         return url_dir
 
     def remove_export_dir(self, url_dir: str) -> None:
-        """Delete an export directory (expiry): its files are gone from HTTP and the manifest."""
+        """Delete an export directory (expiry): its files are gone from HTTP; the manifest keeps
+        them, marked ``"deleted": true``, so what was downloaded before can still be checked."""
         with self._lock:
             self._export_dirs.discard(url_dir)
             for path in [p for p in self._manifest if p.startswith(url_dir + "/")]:
-                del self._manifest[path]
+                self._manifest[path]["deleted"] = True
                 self._recipes.pop(path, None)
             for path in [p for p in self._unwritten if p.startswith(url_dir + "/")]:
                 del self._unwritten[path]
@@ -156,7 +157,8 @@ class FileStore:
 
     # ---- reading -------------------------------------------------------------------------
     def manifest(self) -> dict[str, dict[str, Any]]:
-        """{url path: {"size", "sha256"}} of every file generated or staged so far."""
+        """{url path: {"size", "sha256"[, "deleted"]}} of every file generated or staged so far
+        (files of expired exports stay listed with ``"deleted": true``)."""
         with self._lock:
             return {path: dict(entry) for path, entry in sorted(self._manifest.items())}
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.conftest import POSTGRES_URL, skip_or_fail_without_postgres
+from tests.e2e.procs import Daemon, start_emulator
 from tests.service.conftest import PostgresServer
 
 pytestmark = pytest.mark.e2e
+EMAIL = "e2e@example.org"
+FAST = ["--poll-min", "0.2", "--poll-max", "2", "--retry-base", "0.2", "--retry-cap", "2",
+        "--shutdown-grace-seconds", "5", "--lease-seconds", "10", "--heartbeat-seconds", "1"]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -29,3 +35,21 @@ def daemon_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
         yield server.url_for(name)
     finally:
         server.drop(name)
+
+
+@pytest.fixture
+def stack(tmp_path: Path, daemon_database: str | None):
+    """Start the emulator and the daemon; yields a factory taking extra options for each."""
+    started: list[Any] = []
+
+    def start(sim_args: tuple[str, ...] = (), daemon_args: tuple[str, ...] = ()) -> tuple[
+            str, Daemon]:
+        sim, url = start_emulator(tmp_path, [EMAIL], "--staging-delay", "0.5", *sim_args)
+        started.append(sim)
+        daemon = Daemon(tmp_path, url, EMAIL, daemon_database, [*FAST, *daemon_args])
+        started.append(daemon)
+        return url, daemon.start()
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()

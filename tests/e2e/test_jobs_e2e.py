@@ -7,49 +7,27 @@ import json
 import signal
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from tests.e2e.checks import assert_files_verified, assert_polite, job_files
+from tests.e2e.conftest import EMAIL
 from tests.e2e.procs import (
     Daemon,
     http_json,
     sim_manifest,
     sim_stats,
-    start_emulator,
     wait_for,
 )
 
-EMAIL = "e2e@example.org"
-FAST = ["--poll-min", "0.2", "--poll-max", "2", "--retry-base", "0.2", "--retry-cap", "2",
-        "--shutdown-grace-seconds", "5", "--lease-seconds", "10", "--heartbeat-seconds", "1"]
 MAGNETOGRAMS = {
     "series": "hmi.M_720s", "start": "2014-01-01T00:00:00Z", "end": "2014-01-01T04:00:00Z",
     "segments": ["magnetogram"], "protocol": "fits",
     "path_template": "{series}/{T_REC:%Y/%m/%d}/{filename}",
 }
 TEMPLATE_PATTERN = r"hmi\.M_720s/2014/01/01/hmi\.m_720s\.\d{8}_\d{6}_TAI\.\d\.magnetogram\.fits"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, daemon_database: str | None):
-    """Start the emulator and the daemon; yields a factory taking extra options for each."""
-    started: list[Any] = []
-
-    def start(sim_args: tuple[str, ...] = (), daemon_args: tuple[str, ...] = ()) -> tuple[
-            str, Daemon]:
-        sim, url = start_emulator(tmp_path, [EMAIL], "--staging-delay", "0.5", *sim_args)
-        started.append(sim)
-        daemon = Daemon(tmp_path, url, EMAIL, daemon_database, [*FAST, *daemon_args])
-        started.append(daemon)
-        return url, daemon.start()
-
-    yield start
-    for proc in reversed(started):
-        proc.stop()
 
 
 def downloading(daemon: Daemon) -> bool:

@@ -155,7 +155,7 @@ def test_expiry_after_seven_days(start: Callable[..., Emulator]) -> None:
     with pytest.raises(urllib.error.HTTPError) as gone:
         get(emu, file_path)  # deleted even before anyone asks for the status
     assert gone.value.code == 404
-    assert file_path not in emu.manifest()
+    assert emu.manifest()[file_path]["deleted"] is True  # still published, marked deleted
     expired = jsoc_fetch(emu, f"op=exp_status&requestid={first['requestid']}")
     assert expired == {"status": 5, "requestid": first["requestid"], "method": "url",
                        "protocol": "fits", "wait": 999999, "rcount": 0, "size": first["size"],
