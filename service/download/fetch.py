@@ -306,8 +306,13 @@ async def _blocks(content: aiohttp.StreamReader, size: int) -> AsyncIterator[lis
     while True:
         try:
             data = await content.read(size - pending_len)
-        except BaseException:
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            pending += _salvage_buffered(content)
             if pending:  # hand over what arrived before the connection broke
+                yield pending
+            raise
+        except BaseException:
+            if pending:
                 yield pending
             raise
         if not data:
@@ -319,6 +324,24 @@ async def _blocks(content: aiohttp.StreamReader, size: int) -> AsyncIterator[lis
             pending, pending_len = [], 0
     if pending:
         yield pending
+
+
+def _salvage_buffered(content: aiohttp.StreamReader) -> list[bytes]:
+    """Body bytes aiohttp had buffered when the connection broke.
+
+    Once a payload error is set, ``StreamReader.read`` raises at once and drops what is still
+    buffered: a truncated body that arrives in one burst (then FIN) would otherwise leave nothing
+    to resume from. The buffer holds body bytes in order (identity encoding is requested), so
+    they are safe to keep; this uses aiohttp's private buffer and degrades to nothing if that
+    changes.
+    """
+    salvaged: list[bytes] = []
+    try:
+        while content._buffer:
+            salvaged.append(content._read_nowait_chunk(-1))
+    except (AttributeError, IndexError):
+        pass
+    return salvaged
 
 
 async def _prefix_hash(part: Path, offset: int) -> hashlib._Hash:

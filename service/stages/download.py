@@ -163,6 +163,7 @@ async def _retry(ctx: StageContext, claim: FileClaim, exc: FetchError) -> None:
     """A transfer that made progress resumes at once; otherwise back off (or give up after
     retry_max_attempts). While the host's breaker is open no attempt is counted."""
     breaker, repo = ctx.breaker(claim.url), ctx.repo
+    log.info("file %s: %s", claim.file_id, exc)
     if exc.bytes_done > claim.bytes_done:
         breaker.record_success()
         await repo.release_file(claim.file_id, lease_token=claim.lease_token,

@@ -5,9 +5,12 @@ Rules (protocol §3.8, §5.1): a url_quick + as-is request answered with status 
 (no staging, files listed directly); 3 splits the chunk; 4/25 fail it with JSOC's message; 7
 means another export of the email is pending: wait for it by polling it, then submit once more —
 never resubmit in a loop. If this worker might already have submitted (it took over a dead
-worker's reservation, or an earlier attempt got no answer), the pending id named by the status 7
-is this chunk's own export: adopt it instead of exporting twice. Transient failures are retried
-with backoff while the reservation is kept.
+worker's reservation, or an earlier attempt got no answer), the pending export may be this
+chunk's own, or another client's with the same email: the request is not adopted blindly but
+sent again once the pending one is done, and JSOC's duplicate rule (same records, template,
+protocol and method within 24 h) answers with the original id, so nothing is staged twice and
+another client's export is never mistaken for ours. Transient failures are retried with backoff
+while the reservation is kept.
 """
 
 from __future__ import annotations
@@ -94,8 +97,6 @@ class Submission:
                                                    filenamefmt=meta.export_filenamefmt())
             except JsocPendingLimitError as exc:
                 ctx.jsoc_breaker.record_success()
-                if await self._adopt(exc.pending_ids, spec):
-                    return
                 if not await self._wait_for_pending(exc.pending_ids):
                     break
                 continue
@@ -131,23 +132,6 @@ class Submission:
                 protocol=reply.protocol or spec.protocol)
             log.info("chunk %s: export %s submitted", claim.chunk_id, reply.request_id)
         ctx.waker.poke()
-
-    async def _adopt(self, pending_ids: list[str], spec: JobSpec) -> bool:
-        """After a status 7, take over the pending export this chunk may already have."""
-        if not self.maybe_sent or not pending_ids:
-            return False
-        known = await self.ctx.repo.known_request_ids(pending_ids)
-        unknown = [i for i in pending_ids if i not in known]
-        if not unknown:
-            return False
-        log.info("chunk %s: adopting pending export %s (submitted before a crash or a lost "
-                 "reply)", self.claim.chunk_id, unknown[0])
-        await self.ctx.repo.record_export_submitted(
-            self.claim.export_id, request_id=unknown[0], status=1,
-            wait=self.ctx.settings.poll_min, lease_token=self.claim.lease_token,
-            method=spec.effective_method, protocol=spec.protocol)
-        self.ctx.waker.poke()
-        return True
 
     async def _wait_for_pending(self, pending_ids: list[str]) -> bool:
         """Poll the exports JSOC says are pending until none is; False if stopping."""
@@ -194,7 +178,8 @@ class Submission:
 
     async def _abandon(self) -> None:
         """The worker stops before an answer: a request JSOC may have stays reserved (the next
-        worker takes it over and adopts it); otherwise the reservation is given back."""
+        worker takes it over and resubmits; JSOC's duplicate rule returns the same export);
+        otherwise the reservation is given back."""
         if self.maybe_sent:
             return
         await self.ctx.repo.fail_export(self.claim.export_id, error="not submitted: worker "

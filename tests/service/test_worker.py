@@ -239,10 +239,11 @@ async def test_status7_waits_for_the_pending_export_without_a_loop(
     assert email["peak_pending_exports"] == 1
 
 
-async def test_reservation_of_a_dead_worker_adopts_its_pending_export(
+async def test_reservation_of_a_dead_worker_gets_its_pending_export_back(
         tmp_path: Path, repo: Repo, db_url: str) -> None:
     """Crash between exp_request and recording its id: the next worker gets status 7 naming
-    that request and polls it instead of exporting the chunk twice."""
+    that request, waits for it, and its resubmission is answered with the same id by JSOC's
+    duplicate rule, so the chunk is staged once."""
     job, _ = await repo.create_job(job_spec(2), notify_email=EMAIL)
     await repo.add_chunks(job.id, [{"seq": 0, "recordset": f"{SERIES}[{START}/90s]{{magnetogram}}",
                                     "start_time": START, "est_records": 2}])
@@ -252,7 +253,9 @@ async def test_reservation_of_a_dead_worker_adopts_its_pending_export(
     assert dead is not None
     async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=30) as emu:
         async with JsocClient(emu.base_url) as jsoc:  # what the dead worker sent
-            sent = await jsoc.exp_request(dead.recordset, EMAIL, method="url", protocol="fits")
+            meta = await jsoc.series_struct(SERIES)
+            sent = await jsoc.exp_request(dead.recordset, EMAIL, method="url", protocol="fits",
+                                          filenamefmt=meta.export_filenamefmt())
         await repo.release_leases("dead")  # its lease ends (as if it expired)
         settings = make_settings(tmp_path, emu.base_url, db_url)
         running = Running(settings, repo)
@@ -264,9 +267,10 @@ async def test_reservation_of_a_dead_worker_adopts_its_pending_export(
             await running.stop()
         assert (await repo.get_job(job.id)).state == "succeeded"
         [export] = await repo.list_exports(job.id)
-        assert export.request_id == sent.request_id  # adopted
+        assert export.request_id == sent.request_id  # the duplicate rule gave it back
         email = emu.stats()["emails"][EMAIL]
-        assert email["exp_requests"] == 2 and email["status7"] == 1
+        # the dead worker's request, one refused (status 7), one answered as a duplicate
+        assert email["exp_requests"] == 3 and email["status7"] == 1
         assert len(emu.stats()["exports"]) == 1  # JSOC staged the chunk once
         check_files_match_manifest(emu, settings.download_dir, await repo.list_files(job.id))
 
