@@ -167,8 +167,8 @@ def print_status(job: dict[str, Any]) -> None:
         counts = {k: v for k, v in (job.get(key) or {}).items() if v}
         shown = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none yet"
         print(f"  {key:<8} {shown}")
-    print(f"  bytes    {human_bytes(job.get('bytes_done'))} of "
-          f"{human_bytes(job.get('bytes_expected'))} listed "
+    print(f"  bytes    {human_bytes(job.get('bytes_done'))} of about "
+          f"{human_bytes(job.get('bytes_total'))} "
           f"(planner estimate {human_bytes(job.get('est_bytes'))})")
     if job.get("error"):
         print(f"  error    {job['error']}")

@@ -44,7 +44,7 @@ def _done_total(counts: Mapping[str, int] | None, done_state: str = "done") -> t
 
 def bytes_info(job: Mapping[str, Any]) -> str:
     """'1.0 MiB / 4.0 MiB  256.0 KiB/s  ETA 12s' from a job status document."""
-    text = f"{human_bytes(job.get('bytes_done'))} / {human_bytes(job.get('bytes_expected'))}"
+    text = f"{human_bytes(job.get('bytes_done'))} / {human_bytes(job.get('bytes_total'))}"
     if job.get("rate_bytes_per_s"):
         text += f"  {human_bytes(job['rate_bytes_per_s'])}/s"
     if job.get("eta_seconds") is not None:
@@ -94,7 +94,7 @@ class JobProgressView:
             done, total = _done_total(job.get(key))
             self.progress.update(task, completed=done, total=total or None,
                                  info=f"{done}/{total}")
-        expected = job.get("bytes_expected")
+        expected = job.get("bytes_total")
         self.progress.update(self.byte_task, completed=job.get("bytes_done") or 0,
                              total=expected or None, info=bytes_info(job))
 

@@ -14,7 +14,7 @@ from service.api.deletion import collect_job_files, delete_job_files
 from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
 from service.api.problems import ApiProblem, Handler, json_response, validation_problem
-from service.api.rates import RateTracker, average_rate, eta_seconds
+from service.api.rates import RateTracker, average_rate, estimated_total, eta_seconds
 from service.api.schemas import (
     DeleteQuery,
     DeleteResult,
@@ -144,10 +144,10 @@ async def get_job(request: web.Request) -> web.Response:
     rate = c.rates.observe(job.id, summary.bytes_done)
     if rate is None:
         rate = average_rate(summary.bytes_done, job.created_at, datetime.now(UTC))
-    total = max(summary.bytes_expected, summary.est_bytes)
+    total = estimated_total(summary)
     eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
         else None
-    return json_response(job_detail(summary, rate, eta))
+    return json_response(job_detail(summary, rate, eta, total))
 
 
 async def list_files(request: web.Request) -> web.Response:

@@ -13,6 +13,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime
 
+from service.db.repo import JobSummary
+
+UNLISTED_CHUNK_STATES = ("planned", "exporting")
+
 WINDOW_SECONDS = 60.0
 MIN_SPAN_SECONDS = 1.0
 MAX_SAMPLES = 64
@@ -68,3 +72,20 @@ def eta_seconds(bytes_done: int, bytes_total: int, rate: float | None) -> float 
     if not rate or rate <= 0:
         return None
     return remaining / rate
+
+
+def estimated_total(summary: JobSummary) -> int:
+    """Best estimate of a job's total bytes.
+
+    JSOC's file lists carry no sizes, so once files finish their mean size times the files
+    listed stands in for the unknown sizes; while chunks are still unplanned or unlisted the
+    planner's estimate (from rs_list ``*size*``) is the floor.
+    """
+    listed_bytes = summary.bytes_expected
+    files_done = summary.files.get("done", 0)
+    if files_done and listed_bytes < summary.bytes_done:
+        listed_bytes = round(summary.bytes_done / files_done * sum(summary.files.values()))
+    unlisted = sum(summary.chunks.get(state, 0) for state in UNLISTED_CHUNK_STATES)
+    if unlisted or not summary.job.plan_done:
+        return max(listed_bytes, summary.est_bytes)
+    return listed_bytes

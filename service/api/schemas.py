@@ -78,6 +78,9 @@ class JobDetail(JobOut):
     bytes_done: int
     bytes_expected: int = Field(description="Sum of the sizes of the files listed so far")
     est_bytes: int = Field(description="Planner's size estimate of the whole job")
+    bytes_total: int = Field(description="Best estimate of the job's total bytes (listed sizes, "
+                             "else the mean finished file times the files listed, at least "
+                             "the planner's estimate while chunks are unlisted)")
     rate_bytes_per_s: float | None = Field(description="Recent download rate")
     eta_seconds: float | None = Field(description="Estimated seconds until all bytes are in")
     recent_errors: list[EventOut]
@@ -160,7 +163,8 @@ def _all_states(counts: dict[str, int], states: tuple[str, ...]) -> dict[str, in
     return {state: int(counts.get(state, 0)) for state in states}
 
 
-def job_detail(summary: JobSummary, rate: float | None, eta: float | None) -> JobDetail:
+def job_detail(summary: JobSummary, rate: float | None, eta: float | None,
+               bytes_total: int) -> JobDetail:
     events = [EventOut(at=e.at, level=e.level, kind=e.kind, message=e.message)
               for e in summary.recent_events if event_is_error(e)]
     return JobDetail(
@@ -169,7 +173,8 @@ def job_detail(summary: JobSummary, rate: float | None, eta: float | None) -> Jo
         exports=_all_states(summary.exports, EXPORT_STATES),
         files=_all_states(summary.files, FILE_STATES),
         bytes_done=summary.bytes_done, bytes_expected=summary.bytes_expected,
-        est_bytes=summary.est_bytes, rate_bytes_per_s=rate, eta_seconds=eta,
+        est_bytes=summary.est_bytes, bytes_total=bytes_total, rate_bytes_per_s=rate,
+        eta_seconds=eta,
         recent_errors=events,
     )
 

@@ -98,7 +98,7 @@ def test_spec_from_file_and_flags(tmp_path: Path) -> None:
 def test_progress_plain_lines_and_terminal_bars() -> None:
     states = iter(["queued", "running", "running", "succeeded"])
     jobs = [{"id": "j1", "state": s, "files": {"done": i, "pending": 3 - i},
-             "chunks": {"done": i // 3}, "bytes_done": 100 * i, "bytes_expected": 300}
+             "chunks": {"done": i // 3}, "bytes_done": 100 * i, "bytes_total": 300}
             for i, s in enumerate(states)]
     out = io.StringIO()
     plain = Console(file=out, force_terminal=False, width=200)
