@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from service.download.limits import retry_after_seconds
-from service.download.paths import part_path
+from service.download.paths import part_path, replace_durably
 from service.download.verify import VerificationError, sha256_file, verify_file
 
 ProgressCallback = Callable[[int], Awaitable[None]]
@@ -368,28 +368,13 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
     if hasher is None and opts.compute_sha256:
         hasher = await asyncio.to_thread(sha256_file, part)
     if opts.durable:
-        await asyncio.to_thread(_replace_durably, part, dest)
+        await asyncio.to_thread(replace_durably, part, dest)
     else:
         os.replace(part, dest)
     if opts.on_progress is not None:
         await opts.on_progress(size)
     return FetchResult(dest, size, hasher.hexdigest() if hasher else None, validator, start,
                        stats["received"], stats["restarts"])
-
-
-def _replace_durably(part: Path, dest: Path) -> None:
-    """fsync the part, rename it over `dest`, fsync the directory."""
-    fd = os.open(part, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(part, dest)
-    dir_fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class _Progress:

@@ -93,3 +93,19 @@ def basename_from_server(path: str) -> str:
     if not name:
         raise _reject(path, "it has no file name")
     return check_filename(name)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(part: Path, dest: Path) -> None:
+    """fsync ``part``, rename it over ``dest``, fsync the directory: after a crash the final
+    name holds either nothing or the whole verified file."""
+    _fsync_path(part)
+    os.replace(part, dest)
+    _fsync_path(dest.parent)

@@ -27,7 +27,7 @@ from service.download.fetch import (
     fetch_file,
 )
 from service.download.limits import BreakerState
-from service.download.paths import UnsafePathError, part_path, safe_join
+from service.download.paths import UnsafePathError, part_path, replace_durably, safe_join
 from service.download.verify import VerificationError, sha256_file, verify_file
 from service.jsoc.status import JsocError
 from service.stages.context import StageContext
@@ -247,12 +247,7 @@ def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int,
     except (OSError, VerificationError):
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, dest)
-    fd = os.open(dest.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    replace_durably(part, dest)  # a copy (not a link) must reach the disk before the rename
     return dest.stat().st_size, sha
 
 

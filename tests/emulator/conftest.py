@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import pytest
 from jsocsim.server import Emulator, run_emulator
 
 EMAIL = "tester@example.org"
+OTHER = "other@example.org"  # a second registered address
 PENDING_EMAIL = "waiting@example.org"
 
 
@@ -101,3 +102,18 @@ def sunpy_jsoc(threaded_emulator: Emulator) -> Iterator[Emulator]:
             configs.pop("jsoc", None)
         else:
             configs["jsoc"] = saved
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
+    """Start threaded emulators with options; all are stopped at the end."""
+    runners: list[ThreadedEmulator] = []
+
+    def run(**options: Any) -> Emulator:
+        options = {"emails": [EMAIL, OTHER], "staging_delay": 0.05, **options}
+        runners.append(ThreadedEmulator(tmp_path / f"jsoc{len(runners)}", **options))
+        return runners[-1].start()
+
+    yield run
+    for runner in runners:
+        runner.stop()

@@ -5,32 +5,16 @@ from __future__ import annotations
 
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import drms
 import pytest
 
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
-from tests.emulator.test_export_limits import OTHER, m45, request
+from tests.emulator.conftest import EMAIL, OTHER, server_config
+from tests.emulator.test_export_limits import m45, request
 from tests.emulator.test_exports_drms import get, jsoc_fetch, poll_until_done
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
-    """Start threaded emulators with options; all are stopped at the end."""
-    runners: list[ThreadedEmulator] = []
-
-    def run(**options: Any) -> Emulator:
-        options = {"emails": [EMAIL, OTHER], "staging_delay": 0.05, **options}
-        runners.append(ThreadedEmulator(tmp_path / f"jsoc{len(runners)}", **options))
-        return runners[-1].start()
-
-    yield run
-    for runner in runners:
-        runner.stop()
 
 
 def status_of(emu: Emulator, requestid: str) -> dict:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import drms
@@ -17,27 +16,11 @@ import pytest
 from jsocsim.catalog import Catalog
 from jsocsim.records import RecordsConfig
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
+from tests.emulator.conftest import EMAIL, OTHER, server_config
 from tests.emulator.test_exports_drms import get, jsoc_fetch, poll_until_done
 
-OTHER = "other@example.org"
 MAGNETOGRAM = Catalog.load().get("hmi.M_45s").segment("magnetogram").size
 DAY = 86400.0
-
-
-@pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
-    """Start threaded emulators with options; all are stopped at the end."""
-    runners: list[ThreadedEmulator] = []
-
-    def run(**options: Any) -> Emulator:
-        options = {"emails": [EMAIL, OTHER], "staging_delay": 0.05, **options}
-        runners.append(ThreadedEmulator(tmp_path / f"jsoc{len(runners)}", **options))
-        return runners[-1].start()
-
-    yield run
-    for runner in runners:
-        runner.stop()
 
 
 def request(emu: Emulator, ds: str, email: str = EMAIL, **params: str) -> dict[str, Any]:
