@@ -30,6 +30,7 @@ from service.api.schemas import (
     file_out,
     job_detail,
     job_out,
+    mirror_status,
     worker_out,
 )
 from service.db.repo import InvalidTransition, NotFound, Repo
@@ -137,7 +138,8 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """GET /jobs/{id}: counts by state, bytes, rate, ETA and recent errors."""
+    """GET /jobs/{id}: counts by state, bytes, rate, ETA and recent errors; for a follow job
+    also how far the mirror is covered and how far behind JSOC's newest data it is."""
     c = ctx(request)
     summary = await c.repo.job_summary(_job_id(request))
     job = summary.job
@@ -146,8 +148,9 @@ async def get_job(request: web.Request) -> web.Response:
         rate = average_rate(summary.bytes_done, job.created_at, datetime.now(UTC))
     total = estimated_total(summary)
     eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
-        else None
-    return json_response(job_detail(summary, rate, eta, total))
+        and not job.follow else None
+    mirror = mirror_status(await c.repo.follow_state(job.id)) if job.follow else None
+    return json_response(job_detail(summary, rate, eta, total, mirror))
 
 
 async def list_files(request: web.Request) -> web.Response:

@@ -18,6 +18,8 @@ from service.db.models import (
     Worker,
 )
 from service.db.repo import JobSummary
+from service.db.repo_plan import FollowState
+from service.timeutil import format_tai, parse_time
 
 JobState = Literal[JOB_STATES]  # type: ignore[valid-type]
 FileState = Literal[FILE_STATES]  # type: ignore[valid-type]
@@ -84,6 +86,32 @@ class JobDetail(JobOut):
     rate_bytes_per_s: float | None = Field(description="Recent download rate")
     eta_seconds: float | None = Field(description="Estimated seconds until all bytes are in")
     recent_errors: list[EventOut]
+    covered_until: str | None = Field(
+        None, description="Follow jobs: every record before this time (JSOC TAI string) is "
+        "downloaded or failed; later ones are being fetched or not planned yet")
+    planned_until: str | None = Field(
+        None, description="Follow jobs: exports are planned up to this time")
+    jsoc_until: str | None = Field(
+        None, description="Follow jobs: end of the newest record's slot at JSOC, as of "
+        "last_check_at (JSOC's own notion of now)")
+    behind_seconds: float | None = Field(
+        None, description="Follow jobs: jsoc_until minus covered_until, at least 0 (a caught "
+        "up mirror stays about its lag behind)")
+    next_check_at: datetime | None = Field(
+        None, description="Follow jobs: when JSOC is next asked for new and late records")
+    last_check_at: datetime | None = Field(
+        None, description="Follow jobs: when JSOC was last asked")
+
+
+class MirrorStatus(BaseModel):
+    """The follow fields of a job's detail (see JobDetail)."""
+
+    covered_until: str | None
+    planned_until: str | None
+    jsoc_until: str | None
+    behind_seconds: float | None
+    next_check_at: datetime | None
+    last_check_at: datetime | None
 
 
 class JobPage(BaseModel):
@@ -163,8 +191,23 @@ def _all_states(counts: dict[str, int], states: tuple[str, ...]) -> dict[str, in
     return {state: int(counts.get(state, 0)) for state in states}
 
 
+def mirror_status(state: FollowState) -> MirrorStatus:
+    """A follow job's progress: covered = the planned cursor, or the start of the earliest
+    open chunk if that is before it; behind = JSOC's newest data minus covered."""
+    covered = state.planned_until
+    starts = [parse_time(t) for t in state.open_starts]
+    if starts and (covered is None or min(starts) < parse_time(covered)):
+        covered = format_tai(min(starts))
+    behind = None
+    if state.jsoc_until is not None and covered is not None:
+        behind = max(0.0, parse_time(state.jsoc_until) - parse_time(covered))
+    return MirrorStatus(covered_until=covered, planned_until=state.planned_until,
+                        jsoc_until=state.jsoc_until, behind_seconds=behind,
+                        next_check_at=state.next_check_at, last_check_at=state.last_check_at)
+
+
 def job_detail(summary: JobSummary, rate: float | None, eta: float | None,
-               bytes_total: int) -> JobDetail:
+               bytes_total: int, mirror: MirrorStatus | None = None) -> JobDetail:
     events = [EventOut(at=e.at, level=e.level, kind=e.kind, message=e.message)
               for e in summary.recent_events if event_is_error(e)]
     return JobDetail(
@@ -176,6 +219,7 @@ def job_detail(summary: JobSummary, rate: float | None, eta: float | None,
         est_bytes=summary.est_bytes, bytes_total=bytes_total, rate_bytes_per_s=rate,
         eta_seconds=eta,
         recent_errors=events,
+        **(mirror.model_dump() if mirror is not None else {}),
     )
 
 

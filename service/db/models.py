@@ -139,8 +139,11 @@ class Job(Base):
     files_served_at: Mapped[datetime | None]
     # follow mode (mirroring a series as new data arrive)
     follow: Mapped[bool] = mapped_column(default=False)
-    covered_until: Mapped[str | None] = mapped_column(String(64))
+    covered_until: Mapped[str | None] = mapped_column(String(64))  # end of what is planned
     next_check_at: Mapped[datetime | None]
+    jsoc_until: Mapped[str | None] = mapped_column(String(64))  # end of JSOC's newest slot
+    settled_until: Mapped[str | None] = mapped_column(String(64))  # no re-check needed before
+    last_check_at: Mapped[datetime | None]
 
 
 class Chunk(LeaseMixin, Base):

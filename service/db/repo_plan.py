@@ -1,15 +1,17 @@
-"""Planning: lease a job to plan, insert its chunks (insert-or-ignore), advance its cursor."""
+"""Planning: lease a job to plan, insert its chunks (insert-or-ignore), advance its cursor;
+the follow-mode (mirror) state of a job and what it already holds in a time window."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import JOB_ACTIVE, Chunk, Job
+from service.db.models import CHUNK_OPEN, JOB_ACTIVE, Chunk, File, Job
 from service.db.repo_base import (
     InvalidTransition,
     LeaseLost,
@@ -22,6 +24,35 @@ from service.db.repo_base import (
 )
 
 CHUNK_FIELDS = {"seq", "recordset", "start_time", "end_time", "est_records", "est_bytes"}
+UNLISTED = ("planned", "exporting")  # open chunks whose files are not listed yet
+
+
+@dataclass(frozen=True)
+class FollowState:
+    """A follow job's mirror state. Times are JSOC TAI strings (``format_tai``).
+
+    ``open_starts``: start times of its open chunks (planned … downloading);
+    ``unlisted_starts``: those of chunks still planned or exporting (no file rows yet).
+    """
+
+    state: str
+    planned_until: str | None
+    covered_until: str | None
+    jsoc_until: str | None
+    settled_until: str | None
+    next_check_at: datetime | None
+    last_check_at: datetime | None
+    open_starts: list[str] = field(default_factory=list)
+    unlisted_starts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WindowContents:
+    """What a job holds in a time window: record names of its file rows (lower-cased) and the
+    (start, end) ranges of its failed chunks there."""
+
+    records: set[str]
+    failed: list[tuple[str, str]]
 
 
 def _plan_lease_free(now: datetime) -> Any:
@@ -104,23 +135,29 @@ class PlanMixin(RepoBase):
                            plan_done: bool, lease_token: int | None = None,
                            covered_until: str | None = None,
                            next_check_at: datetime | None = None,
+                           jsoc_until: str | None = None, settled_until: str | None = None,
+                           last_check_at: datetime | None = None,
                            release: bool = True) -> bool:
         """Move the planning cursor (and release the plan lease unless ``release=False``).
 
-        With ``lease_token`` the update is fenced: False when another worker took the lease.
+        Follow fields given (not None) are stored too. With ``lease_token`` the update is
+        fenced: False when another worker took the lease.
         """
-        if next_check_at is not None:
-            aware(next_check_at, "next_check_at")
+        for name, value in (("next_check_at", next_check_at), ("last_check_at", last_check_at)):
+            if value is not None:
+                aware(value, name)
+        follow_values = {k: v for k, v in (
+            ("covered_until", covered_until), ("next_check_at", next_check_at),
+            ("jsoc_until", jsoc_until), ("settled_until", settled_until),
+            ("last_check_at", last_check_at)) if v is not None}
+
         async def tx(s: AsyncSession) -> bool:
             cond = [Job.id == job_id]
             if lease_token is not None:
                 cond.append(Job.plan_lease_token == lease_token)
             values: dict[str, Any] = {"planned_until": planned_until, "next_seq": next_seq,
                                       "plan_done": plan_done, "updated_at": self.now()}
-            if covered_until is not None:
-                values["covered_until"] = covered_until
-            if next_check_at is not None:
-                values["next_check_at"] = next_check_at
+            values.update(follow_values)
             if release:
                 values.update(plan_lease_owner=None, plan_lease_expires_at=None)
             result = await s.execute(guarded(Job).where(*cond).values(values))
@@ -135,3 +172,40 @@ class PlanMixin(RepoBase):
             return await self._run(tx)
         except LeaseLost:
             return False
+
+    async def follow_state(self, job_id: str) -> FollowState:
+        """The job's mirror state and the start times of its open chunks."""
+        async def tx(s: AsyncSession) -> FollowState:
+            job = await s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            rows = (await s.execute(
+                select(Chunk.state, Chunk.start_time).where(
+                    Chunk.job_id == job_id, Chunk.state.in_(CHUNK_OPEN),
+                    Chunk.start_time.is_not(None)))).all()
+            return FollowState(
+                state=job.state, planned_until=job.planned_until,
+                covered_until=job.covered_until, jsoc_until=job.jsoc_until,
+                settled_until=job.settled_until, next_check_at=job.next_check_at,
+                last_check_at=job.last_check_at, open_starts=[r.start_time for r in rows],
+                unlisted_starts=[r.start_time for r in rows if r.state in UNLISTED])
+        return await self._run(tx, read_only=True)
+
+    async def window_contents(self, job_id: str, start: str, end: str) -> WindowContents:
+        """Record names of the job's files in chunks overlapping ``[start, end)``, and its failed
+        chunks there. ``start``/``end`` are ``format_tai`` strings, which sort in time order
+        (to the second: widen the window by a second when slots have fractions)."""
+        async def tx(s: AsyncSession) -> WindowContents:
+            rows = (await s.execute(
+                select(Chunk.id, Chunk.state, Chunk.start_time, Chunk.end_time).where(
+                    Chunk.job_id == job_id, Chunk.start_time < end, Chunk.end_time > start))
+                    ).all()
+            ids = [r.id for r in rows]
+            records: set[str] = set()
+            for first in range(0, len(ids), 500):
+                names = await s.execute(select(File.record).distinct()
+                                        .where(File.chunk_id.in_(ids[first:first + 500])))
+                records.update(name.strip().lower() for name in names.scalars())
+            failed = [(r.start_time, r.end_time) for r in rows if r.state == "failed"]
+            return WindowContents(records=records, failed=failed)
+        return await self._run(tx, read_only=True)

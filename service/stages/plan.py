@@ -4,6 +4,7 @@ A job's cursor (``planned_until``) is the JSOC TAI time of the next sampled slot
 chunk boundaries never overlap or leave gaps even if the size estimates change between calls.
 A job with enough open chunks (exporting, ready, downloading) is held back — its plan lease is
 kept and looked at again later — so planning stays only a few chunks ahead of the downloads.
+Follow jobs (no end: mirrors) are planned by ``follow.plan_follow`` on the same chunking.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from service.timeutil import (
     parse_time,
     slot_index,
     slot_time,
-    utc_to_tai,
 )
 from service.validation import format_errors
 
@@ -48,7 +48,6 @@ PLAN_BATCH = 2  # chunks planned per claim
 MAX_AHEAD = 2  # a job is claimed for planning while it has fewer planned chunks than this
 MAX_OPEN_CHUNKS = 3  # exporting/ready/downloading chunks before planning holds back
 SIZE_SAMPLE_RECORDS = 4
-DEFAULT_CHECK_INTERVAL = 600.0  # follow jobs without check_interval
 END_MARK = "end"  # planned_until of a finished recordset job
 
 
@@ -258,33 +257,26 @@ async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     spec = job_spec(claim.spec)
     meta = await ctx.jsoc.series_struct(spec.series_name)
     ctx.jsoc_breaker.record_success()
+    if spec.follow:
+        from service.stages.follow import plan_follow  # follow builds on this module
+
+        await plan_follow(ctx, claim, spec, meta)
+        return None
     est = await estimate(ctx, claim.job_id, spec, meta)
-    until, next_check = _follow_window(ctx, spec) if spec.follow else (None, None)
     chunks, cursor, done = next_chunks(
         spec, meta, est, claim.planned_until, limit=PLAN_BATCH,
-        max_records=ctx.settings.max_chunk_records, max_bytes=ctx.settings.max_chunk_bytes,
-        until=until)
+        max_records=ctx.settings.max_chunk_records, max_bytes=ctx.settings.max_chunk_bytes)
     rows = [chunk_row(c, claim.next_seq + i) for i, c in enumerate(chunks)]
     if rows:
         await ctx.repo.add_chunks(claim.job_id, rows)
     await ctx.repo.advance_plan(
         claim.job_id, planned_until=cursor, next_seq=claim.next_seq + len(rows), plan_done=done,
-        lease_token=claim.lease_token, next_check_at=next_check if done else None,
-        covered_until=format_tai(until) if until is not None else None)
+        lease_token=claim.lease_token)
     if rows:
         log.info("job %s: planned chunks %d..%d", claim.job_id, claim.next_seq,
                  claim.next_seq + len(rows) - 1)
         ctx.waker.poke()
     return None
-
-
-def _follow_window(ctx: StageContext, spec: JobSpec) -> tuple[float, Any]:
-    """A follow job plans up to now − lag and looks again after check_interval."""
-    now = ctx.now()
-    lag = spec.lag_seconds or 0.0
-    interval = spec.check_interval_seconds or DEFAULT_CHECK_INTERVAL
-    until = utc_to_tai(now.replace(tzinfo=None)) - lag
-    return until, ctx.later(interval)
 
 
 def split_children(plan: ChunkPlan) -> list[dict[str, Any]]:
