@@ -1,5 +1,5 @@
 # Slim, non-root image for the jsoc-bulk daemon (API, workers) and the JSOC emulator.
-FROM python:3.11-slim AS base
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,13 +13,16 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY jsocsim ./jsocsim
 COPY migrations ./migrations
-RUN pip install . \
+# Editable install: the service applies the Alembic migrations it finds beside its sources
+# (/app/migrations); a regular install would leave them behind in /app.
+RUN pip install -e . \
     && useradd --create-home --uid 10001 jsoc \
     && mkdir -p /data && chown jsoc:jsoc /data
 
 USER jsoc
 VOLUME ["/data"]
 EXPOSE 8470
-# Exec form: the service is PID 1's child-free main process, so SIGTERM reaches it directly.
+# Exec form: jsoc-bulk itself is the container's main process and receives SIGTERM (it drains
+# in-flight work, checkpoints downloads and releases its leases, then exits 0).
 ENTRYPOINT ["jsoc-bulk"]
 CMD ["serve", "--db-upgrade"]

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 URL_LINE = re.compile(r"(http://127\.0\.0\.1:\d+/)")
+WORKER_STARTED = re.compile(r"worker (\S+) started")
+ROLE_FLAGS = {"all": [], "api": ["--api-only"], "workers": ["--workers-only"]}
 
 
 def free_port() -> int:
@@ -142,6 +144,9 @@ class Daemon:
     extra: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     proc: Proc | None = None
+    role: str = "all"  # "all" (API + workers), "api" (--api-only), "workers" (--workers-only)
+    name: str = "daemon"  # log file <tmp>/<name>.log
+    worker_id: str | None = None  # set by start() for a workers-only process
 
     @property
     def api(self) -> str:
@@ -151,16 +156,38 @@ class Daemon:
     def data_dir(self) -> Path:
         return self.tmp / "data"
 
-    def start(self) -> Daemon:
-        args = [sys.executable, "-m", "service.cli", "serve", "--db-upgrade",
+    def start(self, wait: bool = True) -> Daemon:
+        """Start the process; with ``wait``, return once it is ready (see ``wait_ready``).
+
+        A workers-only process does not migrate (``--db-upgrade``): like in a deployment, the
+        API process (started first) does."""
+        if self.role not in ROLE_FLAGS:
+            raise ValueError(f"role must be one of {', '.join(ROLE_FLAGS)}; got {self.role!r}")
+        upgrade = [] if self.role == "workers" else ["--db-upgrade"]
+        args = [sys.executable, "-m", "service.cli", "serve", *ROLE_FLAGS[self.role], *upgrade,
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--jsoc-url", self.jsoc_url, "--email", self.email,
                 "--data-dir", str(self.data_dir), *self.extra]
         if self.database_url:
             args += ["--database-url", self.database_url]
-        self.proc = Proc(args, self.tmp / "daemon.log").start()
-        wait_for(self._healthy, 60, "the daemon's /health")
+        self.proc = Proc(args, self.tmp / f"{self.name}.log").start()
+        if wait:
+            self.wait_ready()
         return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait for /health, or (workers only) for the log line naming the worker id."""
+        if self.role == "workers":
+            self.worker_id = wait_for(self._worker_started, timeout, f"{self.name} to start")
+        else:
+            wait_for(self._healthy, timeout, f"{self.name}'s /health")
+
+    def _worker_started(self) -> str | None:
+        assert self.proc is not None
+        if not self.proc.alive():
+            raise RuntimeError(f"{self.name} exited early:\n{self.proc.log()}")
+        match = WORKER_STARTED.findall(self.proc.log())
+        return match[-1] if match else None
 
     def _healthy(self) -> bool:
         assert self.proc is not None
