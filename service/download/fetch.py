@@ -353,7 +353,11 @@ async def _prefix_hash(part: Path, offset: int) -> hashlib._Hash:
 async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: str | None,
                   hasher: hashlib._Hash | None, stats: dict[str, int], start: int,
                   total: int | None = None) -> FetchResult:
-    """Check the size and structure, then rename atomically; report final progress."""
+    """Check the size and structure, report final progress, then rename atomically.
+
+    The final progress call comes before the rename so the caller can still refuse it: a
+    worker whose lease was taken over (fencing) raises there and never puts the file in place.
+    """
     expected = opts.expected_size if opts.expected_size is not None else total
     if expected is not None and size < expected:
         raise FetchRetryableError(f"{opts.url}: body ended after {size} of {expected} bytes; "
@@ -367,12 +371,12 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
         raise FetchVerifyError(f"{opts.url}: {exc}; the part file was removed") from exc
     if hasher is None and opts.compute_sha256:
         hasher = await asyncio.to_thread(sha256_file, part)
+    if opts.on_progress is not None:
+        await opts.on_progress(size)
     if opts.durable:
         await asyncio.to_thread(replace_durably, part, dest)
     else:
         os.replace(part, dest)
-    if opts.on_progress is not None:
-        await opts.on_progress(size)
     return FetchResult(dest, size, hasher.hexdigest() if hasher else None, validator, start,
                        stats["received"], stats["restarts"])
 

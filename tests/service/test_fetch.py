@@ -282,8 +282,29 @@ async def test_progress_is_throttled_and_final_file_appears_only_at_the_end(
     assert values[-1] == len(data) and values == sorted(values)
     assert all(b - a >= MiB for a, b in zip([0, *values[:-2]], values[:-1], strict=True))
     assert len(values) <= len(data) // MiB + 1
-    assert all(not final and part for _, final, part in seen[:-1])
-    assert seen[-1][1] and not seen[-1][2]
+    # Every report, the last included, comes while only the part exists: the last one is the
+    # caller's chance to refuse the rename (a lost lease); the final name appears after it.
+    assert all(not final and part for _, final, part in seen)
+    assert dest.exists() and not part_path(dest).exists()
+
+
+async def test_refused_final_progress_leaves_no_final_file(
+        server: FaultyFileServer, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    data = payload(3 * MiB)
+    server.put("/f.bin", data)
+    dest = tmp_path / "f.bin"
+
+    class LeaseGone(Exception):
+        pass
+
+    async def progress(done: int) -> None:
+        if done == len(data):
+            raise LeaseGone  # another worker holds the file now
+
+    with pytest.raises(LeaseGone):
+        await fetch_file(session, server.url("/f.bin"), dest, on_progress=progress)
+    assert not dest.exists()
+    assert part_path(dest).stat().st_size == len(data)  # the new owner may resume it
 
 
 async def test_http_errors_are_classified(
