@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import yaml
 
@@ -29,9 +28,8 @@ from service.cli import build_parser as cli_parser
 from service.cli import settings_from_args
 from service.db import migrate
 from service.settings import Settings
-from tests.conftest import POSTGRES_URL, skip_or_fail_without_postgres
 from tests.e2e.procs import Proc, free_port, http_json, wait_for
-from tests.service.conftest import PostgresServer
+from tests.service.conftest import scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -292,15 +290,8 @@ def test_dockerfile_is_slim_non_root_exec_form() -> None:
 
 @pytest.fixture
 def blank_postgres() -> Iterator[str]:
-    server = PostgresServer(POSTGRES_URL)
-    try:
-        name = server.create()
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        skip_or_fail_without_postgres(f"{POSTGRES_URL}: {exc}")
-    try:
-        yield server.url_for(name)
-    finally:
-        server.drop(name)
+    with scratch_postgres_database() as url:
+        yield url
 
 
 def localized(argv: list[str], port: int, svc: dict[str, Any], tmp: Path) -> list[str]:

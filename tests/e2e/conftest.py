@@ -6,12 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
-from tests.conftest import POSTGRES_URL, skip_or_fail_without_postgres
 from tests.e2e.procs import Daemon, start_emulator
-from tests.service.conftest import PostgresServer
+from tests.service.conftest import scratch_postgres_database
 
 pytestmark = pytest.mark.e2e
 EMAIL = "e2e@example.org"
@@ -26,15 +24,8 @@ def daemon_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    server = PostgresServer(POSTGRES_URL)
-    try:
-        name = server.create()
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        skip_or_fail_without_postgres(f"{POSTGRES_URL}: {exc}")
-    try:
-        yield server.url_for(name)
-    finally:
-        server.drop(name)
+    with scratch_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,6 +144,21 @@ class PostgresServer:
             self.drop(name)
         self.made.clear()
         self.pool.clear()
+
+
+@contextmanager
+def scratch_postgres_database() -> Iterator[str]:
+    """A blank Postgres database for a real process to migrate itself (dropped afterwards);
+    skips, or fails under REQUIRE_POSTGRES=1, when the server is unusable."""
+    server = PostgresServer(POSTGRES_URL)
+    try:
+        name = server.create()
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        skip_or_fail_without_postgres(f"{POSTGRES_URL}: {exc}")
+    try:
+        yield server.url_for(name)
+    finally:
+        server.drop(name)
 
 
 @pytest.fixture(scope="session")
