@@ -127,12 +127,15 @@ class PartWriter:
 
     def _write_sync(self, batch: list[bytes]) -> None:
         assert self._fh is not None
-        for block in batch:
-            view = memoryview(block)
-            while view:
-                view = view[self._fh.write(view) or 0:]
-            if self._hasher is not None:
-                self._hasher.update(block)
+        # One buffer per batch: a write and a hash update per ~MiB instead of per 64 KiB block,
+        # so the writer thread gives up and retakes the GIL rarely (it otherwise convoys with
+        # the event loop thread that is receiving the next batch).
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) or 0:]
+        if self._hasher is not None:
+            self._hasher.update(data)
 
     async def write(self, batch: list[bytes]) -> int:
         """Write a batch of blocks; returns its size. In thread mode the write runs while the
