@@ -114,6 +114,7 @@ class FileClaim:
     last_modified: str | None
     attempts: int
     lease_token: int
+    file_key: str
 
 
 @dataclass

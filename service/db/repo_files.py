@@ -89,7 +89,7 @@ class FilesMixin(RepoBase):
             return None
         return FileClaim(f.id, f.job_id, f.chunk_id, f.export_id, f.url, f.host, f.dest_path,
                          f.source_path, f.size_expected, f.bytes_done, f.etag, f.last_modified,
-                         f.attempts, token)
+                         f.attempts, token, f.file_key)
 
     async def list_download_hosts(self, *, now: datetime | None = None) -> list[str]:
         """Hosts that have files ready to claim now."""

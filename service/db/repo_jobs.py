@@ -75,6 +75,12 @@ class JobsMixin(RepoBase):
             return await s.get(Job, job_id)
         return await self._run(tx, read_only=True)
 
+    async def get_export(self, export_id: int) -> Export | None:
+        """One export row by id, or None."""
+        async def tx(s: AsyncSession) -> Export | None:
+            return await s.get(Export, export_id)
+        return await self._run(tx, read_only=True)
+
     async def list_jobs(self, state: str | Sequence[str] | None = None, *, limit: int = 50,
                         offset: int = 0) -> list[Job]:
         """Jobs, newest first, optionally only those in the given state(s)."""

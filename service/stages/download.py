@@ -193,17 +193,16 @@ async def _export_expired(ctx: StageContext, claim: FileClaim) -> bool:
     """On 404/410: if JSOC says the file's export expired (5), export the chunk again."""
     if claim.export_id is None:
         return False
-    exports = [e for e in await ctx.repo.list_exports(claim.job_id)
-               if e.id == claim.export_id]
-    if not exports or not exports[0].request_id:
+    export = await ctx.repo.get_export(claim.export_id)
+    if export is None or not export.request_id:
         return False
     try:
-        reply = await ctx.jsoc.exp_status(exports[0].request_id, check=False)
+        reply = await ctx.jsoc.exp_status(export.request_id, check=False)
     except JsocError:
         return False
     if reply.status != 5:
         return False
-    log.info("export %s expired while downloading; exporting again", exports[0].request_id)
+    log.info("export %s expired while downloading; exporting again", export.request_id)
     await ctx.repo.mark_export_expired(claim.export_id, error=reply.error or "export expired")
     ctx.waker.poke()
     return True
@@ -253,12 +252,5 @@ def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int,
 
 async def _forget_stored(ctx: StageContext, claim: FileClaim) -> None:
     """The stored copy is gone or bad: every file waiting for it fetches from its URL."""
-    key = getattr(claim, "file_key", None)
-    if key is None:
-        rows = await ctx.repo.list_files(claim.job_id, state="downloading", limit=1000)
-        key = next((f.file_key for f in rows if f.id == claim.file_id), None)
-    if key is None:
-        await ctx.repo.release_file(claim.file_id, lease_token=claim.lease_token)
-        return
-    await ctx.repo.forget_stored_file(key)
+    await ctx.repo.forget_stored_file(claim.file_key)
     ctx.waker.poke()

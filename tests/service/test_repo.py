@@ -129,6 +129,9 @@ async def test_export_lifecycle_to_success(repo: Repo, clock: Clock) -> None:
     assert await r.record_export_submitted(claim.export_id, request_id="JSOC_20250101_001",
                                            status=2, wait=10, lease_token=claim.lease_token,
                                            method="url", protocol="fits")
+    export = await r.get_export(claim.export_id)
+    assert export is not None and export.request_id == "JSOC_20250101_001"
+    assert await r.get_export(claim.export_id + 1000) is None
     assert await r.claim_exports_to_poll("w1") == []  # not due for 10 s
     clock.advance(10)
     [poll] = await r.claim_exports_to_poll("w1")
@@ -142,6 +145,7 @@ async def test_export_lifecycle_to_success(repo: Repo, clock: Clock) -> None:
     assert todo == 2
     claims = await r.claim_files_to_download("w1", "127.0.0.1:9", max_per_host=2, limit=5)
     assert sorted(c.dest_path for c in claims) == ["job/f1.fits", "job/f2.fits"]
+    assert sorted(c.file_key for c in claims) == ["k:f1", "k:f2"]
     assert await r.update_file_progress(claims[0].file_id, 60, claims[0].lease_token)
     summary = await r.job_summary(job_id)
     assert summary.files == {"downloading": 2}
