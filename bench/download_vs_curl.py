@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench._procs import free_port, run_cli, stop_process
 from service.download import fetch_file
 from service.download.verify import sha256_file
 
@@ -77,16 +78,8 @@ def make_files(root: Path, count: int, size_mb: int) -> list[str]:
     return names
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_static_server(root: Path) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", STATIC_SERVER, str(root), str(port)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -206,9 +199,8 @@ def main(argv: list[str] | None = None) -> None:
                         runs.setdefault(run.tool, []).append(run)
             report(runs)
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop_process(server)
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -28,6 +28,7 @@ from types import TracebackType
 
 import aiohttp
 
+from bench._procs import run_cli, stop_process
 from bench.nginx import INSTALL_HINT, NginxServer, nginx_binary
 from jsocsim.__main__ import parse_size
 
@@ -76,13 +77,7 @@ class EmulatorProcess:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -286,8 +281,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted (servers stopped, temporary files removed)", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)

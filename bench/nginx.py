@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from bench._procs import free_port, stop_process
+
 NGINX_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/usr/local/nginx/sbin:/usr/bin:/usr/local/bin"
 INSTALL_HINT = "install it with `apt-get install nginx-light` (or `nginx`) to run this benchmark"
 START_TIMEOUT = 10.0  # seconds
@@ -61,13 +63,6 @@ http {{
 def nginx_binary() -> str | None:
     """Path of the nginx executable, or None when nginx is not installed."""
     return shutil.which("nginx") or shutil.which("nginx", path=NGINX_SEARCH_PATH)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_accepts(port: int) -> bool:
@@ -144,13 +139,7 @@ class NginxServer:
     def stop(self) -> None:
         """Stop nginx (SIGTERM, then SIGKILL) and remove its prefix directory."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process, timeout=5)
         if self._prefix is not None:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 import drms
 
+from bench._procs import run_cli
 from bench.emulator_vs_nginx import EmulatorProcess
 
 RECORD_SET = "aia.lev1_euv_12s[2014-01-01T00:00:00Z/6h]"  # 12,600 records; n caps the count
@@ -116,8 +116,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted (servers stopped, temporary files removed)", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main)
