@@ -133,6 +133,15 @@ async def drain(ctx: StageContext) -> None:
         await asyncio.gather(*ctx.tasks)
 
 
+async def poll_until_ready(ctx: StageContext, repo: Repo) -> None:
+    """Poll (stepping the stages by hand) until the export has files ready to download."""
+    async def ready() -> bool:
+        await poll_tick(ctx)
+        await drain(ctx)
+        return bool(await repo.list_download_hosts())
+    await wait_for(ready, 10, "the export to be ready")
+
+
 async def test_expired_export_is_exported_again_for_the_missing_files_only(
         tmp_path: Path, repo: Repo, db_url: str) -> None:
     async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=0.05,
@@ -142,12 +151,7 @@ async def test_expired_export_is_exported_again_for_the_missing_files_only(
         async with open_context(settings, repo, asyncio.Event(), "stepper") as ctx:
             assert await plan_tick(ctx) and await submit_tick(ctx)
             await drain(ctx)
-
-            async def ready() -> bool:
-                await poll_tick(ctx)
-                await drain(ctx)
-                return bool(await repo.list_download_hosts())
-            await wait_for(ready, 10, "the export to be ready")
+            await poll_until_ready(ctx, repo)
             [host] = await repo.list_download_hosts()
             for _ in range(2):  # two of the four files arrive before the export expires
                 [claim] = await repo.claim_files_to_download("stepper", host)
@@ -193,12 +197,7 @@ async def test_an_outage_pauses_downloads_without_spending_their_retries(
         async with open_context(settings, repo, asyncio.Event(), "stepper") as ctx:
             assert await plan_tick(ctx) and await submit_tick(ctx)
             await drain(ctx)
-
-            async def ready() -> bool:
-                await poll_tick(ctx)
-                await drain(ctx)
-                return bool(await repo.list_download_hosts())
-            await wait_for(ready, 10, "the export to be ready")
+            await poll_until_ready(ctx, repo)
         caplog.set_level(logging.DEBUG, logger="service.stages.download")
         emu.set_faults(outage_seconds=3600)  # JSOC is down (files answer 503 + Retry-After)
         running = Running(settings, repo)
