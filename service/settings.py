@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     max_connections_per_jsoc_host: int = Field(1, ge=1)
     host_connection_limits: dict[str, int] = Field(default_factory=dict)
     global_download_limit: int = Field(4, ge=1)
+    download_batch_files: int = Field(
+        64, ge=1, description="files a download lane leases per claim")
+    download_batch_mb: int = Field(
+        256, ge=1, description="about how many MB a download lane leases per claim")
+    commit_files: int = Field(
+        256, ge=1, description="file outcomes recorded per group commit, at most")
+    commit_seconds: float = Field(
+        0.2, gt=0, description="longest wait before a file outcome is committed")
     max_chunk_records: int = Field(5_000, ge=1)
     max_chunk_mb: int = Field(20_000, ge=1, le=100_000)
 

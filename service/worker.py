@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -32,6 +33,19 @@ Tick = Callable[[StageContext], Awaitable[bool]]
 STAGES: tuple[tuple[str, Tick], ...] = (
     ("plan", plan_tick), ("submit", submit_tick), ("poll", poll_tick),
     ("download", download_tick))
+
+
+def process_alive(pid: int) -> bool:
+    """Is ``pid`` a live process on this machine other than this one?"""
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_worker_id() -> str:
@@ -57,7 +71,10 @@ class Worker:
             self.ctx = ctx
             log.info("worker %s started (download dir %s)", self.worker_id,
                      self.settings.download_dir)
+            await self._reap(ctx)
             await self._heartbeat(ctx)
+            wake = lambda _what: ctx.wakers.poke("plan", "submit", "download")  # noqa: E731
+            self.repo.listeners.append(wake)
             heartbeat = asyncio.create_task(self._heartbeats(ctx), name="heartbeat")
             loops = [asyncio.create_task(self._loop(ctx, name, tick), name=f"loop-{name}")
                      for name, tick in STAGES]
@@ -65,7 +82,8 @@ class Worker:
                 await stop.wait()
             finally:
                 stop.set()
-                ctx.waker.poke()
+                ctx.wakers.poke()
+                self.repo.listeners.remove(wake)
                 await asyncio.shield(self._shutdown(ctx, loops, heartbeat))
 
     async def _shutdown(self, ctx: StageContext, loops: list[asyncio.Task[None]],
@@ -104,33 +122,41 @@ class Worker:
                 idle = ctx.idle_seconds
                 await asyncio.sleep(0)
                 continue
-            await ctx.waker.wait(idle)
+            await ctx.wakers.wait(name, idle)
             idle = min(idle * 2, ctx.max_idle_seconds)
 
     async def _heartbeats(self, ctx: StageContext) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             await self._heartbeat(ctx)
+            await self._reap(ctx)
 
     async def _heartbeat(self, ctx: StageContext) -> None:
         """Refresh this worker's row (what it holds) and renew its leases."""
+        started = time.monotonic()
         try:
             await self.repo.heartbeat(self.worker_id, hostname=socket.gethostname(),
                                       pid=os.getpid(), holding=ctx.holding_summary(),
                                       renew_lease_seconds=self.settings.lease_seconds)
         except Exception:
             log.exception("heartbeat of worker %s failed", self.worker_id)
+            return
+        ctx.renewed_at = started
 
-
-async def run_worker(settings: Settings, *, stop: asyncio.Event,
-                     worker_id: str | None = None) -> None:
-    """Open the database and run one worker until ``stop`` is set (then drain)."""
-    assert settings.database_url is not None
-    repo = Repo.from_url(settings.database_url)
-    try:
-        await Worker(settings, repo, worker_id=worker_id).run(stop)
-    finally:
-        await repo.close()
+    async def _reap(self, ctx: StageContext) -> None:
+        """Release at once the work of workers known to be dead (a previous life of this
+        daemon, a process gone on this host, or a worker silent for two leases)."""
+        s = self.settings
+        try:
+            dead = await self.repo.reap_dead_workers(
+                self.worker_id, hostname=socket.gethostname(), is_alive=process_alive,
+                stale_after=2 * s.lease_seconds)
+        except Exception:
+            log.exception("looking for dead workers failed")
+            return
+        if dead:
+            log.info("released the work of dead worker(s) %s", ", ".join(dead))
+            ctx.wakers.poke()
 
 
 async def run_workers(settings: Settings, repo: Repo, stop: asyncio.Event) -> None:

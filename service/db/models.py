@@ -172,6 +172,13 @@ class Chunk(LeaseMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # file counters, kept in the transactions that change file states (see repo_counters)
+    files_open: Mapped[int] = mapped_column(BigInteger, default=0)  # pending + downloading
+    files_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_failed: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)  # of done files
+    bytes_expected: Mapped[int] = mapped_column(BigInteger, default=0)  # listed sizes
 
 
 class Export(LeaseMixin, Base):
@@ -214,6 +221,9 @@ class File(LeaseMixin, Base):
         UniqueConstraint("job_id", "file_key"),
         Index(None, "host", "state"),
         Index(None, "chunk_id", "state"),
+        Index(None, "job_id", "host", "state", "chunk_id", "id"),
+        Index(None, "job_id", "state"),
+        Index(None, "file_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -226,6 +236,7 @@ class File(LeaseMixin, Base):
     file_key: Mapped[str] = mapped_column(String(512))  # content identity, dedup across jobs
     url: Mapped[str] = mapped_column(Text)
     host: Mapped[str] = mapped_column(String(255))  # netloc of url, or LOCAL_HOST
+    lane: Mapped[str | None] = mapped_column(String(160))  # download lane holding the lease
     source_path: Mapped[str | None] = mapped_column(Text)  # stored copy to link from
     dest_path: Mapped[str] = mapped_column(Text)  # relative to the data root
     size_expected: Mapped[int | None] = mapped_column(BigInteger)
@@ -245,6 +256,7 @@ class StoredFile(Base):
     """A verified file on disk; a file_key listed here is never fetched again."""
 
     __tablename__ = "stored_files"
+    __table_args__ = (Index(None, "path"),)
 
     file_key: Mapped[str] = mapped_column(String(512), primary_key=True)
     path: Mapped[str] = mapped_column(Text)  # relative to the data root

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Update, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Update, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.db.engine import make_engine, session_factory
-from service.db.models import CHUNK_OPEN, Chunk, Export, File, Job, JobEvent, utcnow
+from service.db.models import CHUNK_OPEN, Chunk, Export, HostSlot, Job, JobEvent, utcnow
 
 T = TypeVar("T")
 MAX_TX_ATTEMPTS = 6
@@ -166,6 +166,12 @@ class RepoBase:
         self.clock = clock or utcnow
         self._sessions = session_factory(engine)
         self._owns_engine = owns_engine
+        self.listeners: list[Callable[[str], None]] = []  # in-process: new work appeared
+
+    def _changed(self, what: str) -> None:
+        """Tell in-process listeners (the worker's stage loops) that work may have appeared."""
+        for listener in list(self.listeners):
+            listener(what)
 
     @classmethod
     def from_url(cls, url: str, *, clock: Callable[[], datetime] | None = None,
@@ -244,23 +250,23 @@ class RepoBase:
         await s.execute(delete(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id <= cutoff)
                         .execution_options(synchronize_session=False))
 
-    async def _refresh_chunk(self, s: AsyncSession, chunk_id: int) -> None:
-        """Close a ready/downloading chunk once none of its files is pending or downloading.
+    async def _register_hosts(self, s: AsyncSession, hosts: Iterable[str]) -> None:
+        """Make download hosts known (``host_slots``), so claims can list them cheaply."""
+        for host in sorted(set(hosts)):
+            await s.execute(self.insert(HostSlot).values(host=host).on_conflict_do_nothing())
 
-        The chunk row is locked before its files are counted: two files finishing at once
-        in different transactions are thereby serialised, so the second sees the first
-        (otherwise, under READ COMMITTED, each could see the other unfinished).
+    async def _refresh_chunk(self, s: AsyncSession, chunk_id: int) -> None:
+        """Close a ready/downloading chunk once none of its files is open (pending or
+        downloading), from the chunk's counters.
+
+        The chunk row is locked first: two files finishing at once in different transactions
+        are serialised on it, so the second sees the first's counter change.
         """
-        state = await s.scalar(select(Chunk.state).where(Chunk.id == chunk_id)
-                               .with_for_update())
-        if state not in ("ready", "downloading"):
+        row = (await s.execute(select(Chunk.state, Chunk.files_open, Chunk.files_failed)
+                               .where(Chunk.id == chunk_id).with_for_update())).one_or_none()
+        if row is None or row.state not in ("ready", "downloading") or row.files_open > 0:
             return
-        rows = await s.execute(select(File.state, func.count()).where(File.chunk_id == chunk_id)
-                               .group_by(File.state))
-        counts = dict(rows.all())
-        if counts.get("pending") or counts.get("downloading"):
-            return
-        failed = counts.get("failed", 0)
+        failed = row.files_failed
         result = await s.execute(
             guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(("ready", "downloading")))
             .values(state="failed" if failed else "done", updated_at=self.now(),
@@ -272,24 +278,27 @@ class RepoBase:
 
     async def _refresh_job(self, s: AsyncSession, job_id: str) -> None:
         """Finish a running, fully planned job once none of its chunks is open (the job row
-        is locked first, for the same reason as in ``_refresh_chunk``)."""
+        is locked first, for the same reason as in ``_refresh_chunk``). Costs one pass over
+        the job's chunks, never over its files."""
         job = (await s.execute(select(Job.state, Job.plan_done, Job.follow)
                                .where(Job.id == job_id).with_for_update())).one_or_none()
         if job is None or job.state != "running" or not job.plan_done or job.follow:
             return
-        rows = await s.execute(select(Chunk.state, func.count()).where(Chunk.job_id == job_id)
-                               .group_by(Chunk.state))
-        counts = dict(rows.all())
+        rows = await s.execute(
+            select(Chunk.state, func.count(), func.sum(Chunk.files_failed),
+                   func.sum(Chunk.files_done))
+            .where(Chunk.job_id == job_id).group_by(Chunk.state))
+        counts, failed_files, done_files = {}, 0, 0
+        for state, n, failed, done in rows.all():
+            counts[state] = n
+            failed_files += int(failed or 0)
+            done_files += int(done or 0)
         if any(counts.get(state) for state in CHUNK_OPEN):
             return
-        failed_files = await s.scalar(select(func.count()).where(
-            File.job_id == job_id, File.state == "failed"))
         if not counts.get("failed") and not failed_files:
             final = "succeeded"
         else:
-            some_done = counts.get("done") or await s.scalar(select(func.count()).where(
-                and_(File.job_id == job_id, File.state == "done")))
-            final = "completed_with_errors" if some_done else "failed"
+            final = "completed_with_errors" if counts.get("done") or done_files else "failed"
         now = self.now()
         await s.execute(guarded(Job).where(Job.id == job_id, Job.state == "running")
                         .values(state=final, finished_at=now, updated_at=now))

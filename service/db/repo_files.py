@@ -1,31 +1,55 @@
-"""File claims under the cluster-wide per-host connection limit, progress, completion.
+"""File claims under the cluster-wide per-host connection limit, and file outcomes recorded in
+group commits.
 
-A download connection is a file in state ``downloading`` with an unexpired lease; a claim counts
-them for the host after locking the host's ``host_slots`` row (Postgres) or inside BEGIN
-IMMEDIATE (SQLite), and hands out at most the free slots.
+A download connection is a *lane*: a worker's long-lived loop that leases a batch of files of
+one host and transfers them back to back over one keep-alive connection. Files leased to a lane
+are in state ``downloading`` with the lane's name; a host's active connections are the distinct
+lanes holding unexpired leases there (plus files claimed one by one without a lane, each its own
+connection). A claim counts them after locking the host's ``host_slots`` row (Postgres) or
+inside BEGIN IMMEDIATE (SQLite), so the limit holds across every worker.
+
+Outcomes (done, retry, fail, release, progress) are fenced by the file's lease token and any
+number of them are recorded in one transaction (``record_file_outcomes``); the per-file methods
+are that with one outcome.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
-from service.db.models import Chunk, Export, File, HostSlot, Job, StoredFile
-from service.db.repo_base import (
-    FileClaim,
-    LeaseLost,
-    RepoBase,
-    aware,
-    fenced,
-    guarded,
-    lease_until,
-)
+from service.db.counters import ChunkDeltas
+from service.db.models import LOCAL_HOST, Chunk, Export, File, HostSlot, Job, StoredFile
+from service.db.repo_base import FileClaim, RepoBase, aware, guarded, lease_until
 
-CLEARED = {"lease_owner": None, "lease_expires_at": None}
+CLEARED = {"lease_owner": None, "lease_expires_at": None, "lane": None}
+OutcomeKind = Literal["done", "retry", "fail", "release", "progress"]
+_Other = aliased(File)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What happened to a leased file. ``lease_token`` None skips the fence (tests, admin)."""
+
+    file_id: int
+    kind: OutcomeKind
+    lease_token: int | None = None
+    sha256: str | None = None
+    size: int | None = None
+    path: str | None = None  # done: where the file was placed, if not its dest_path
+    bytes_done: int | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    lease_seconds: float | None = None  # progress: extend the lease
 
 
 def _claimable(t: datetime) -> Any:
@@ -35,73 +59,234 @@ def _claimable(t: datetime) -> Any:
                and_(File.state == "downloading", File.lease_expires_at <= t))
 
 
+def _not_fetched_elsewhere(t: datetime) -> Any:
+    """No other row with the same content is being downloaded now (it will be placed from
+    that one when it finishes)."""
+    return ~exists().where(_Other.file_key == File.file_key, _Other.id != File.id,
+                           _Other.state == "downloading", _Other.lease_expires_at > t)
+
+
+def _ready_for(host: str, t: datetime) -> Any:
+    """Files of ``host`` that a claim may take now (export ready, job running)."""
+    return (select(File.id).join(Export, Export.id == File.export_id)
+            .join(Job, Job.id == File.job_id)
+            .where(File.host == host, _claimable(t), Export.state == "ready",
+                   Job.state == "running", _not_fetched_elsewhere(t)))
+
+
 class FilesMixin(RepoBase):
-    """Downloads: claim, progress (fenced), finish, fail, retry."""
+    """Downloads: batch claims per lane, outcomes in group commits, stored files."""
+
+    async def claim_file_batch(self, worker_id: str, host: str, *, lane: str | None,
+                               max_per_host: int = 1, max_files: int = 1,
+                               max_bytes: int | None = None, lease_seconds: float = 300,
+                               now: datetime | None = None) -> list[FileClaim]:
+        """Lease up to ``max_files`` files (and about ``max_bytes``) of one job on ``host``.
+
+        With a ``lane``, the batch is one connection: granted while the host has fewer than
+        ``max_per_host`` other active lanes. Without, each file is a connection. Jobs are
+        served by priority, then the least recently served job, one job per batch (so a lane
+        alternates between jobs batch by batch).
+        """
+        if max_per_host < 1 or max_files < 1:
+            raise ValueError("max_per_host and max_files must be at least 1")
+
+        async def tx(s: AsyncSession) -> list[FileClaim]:
+            t = self.now(now)
+            if await s.scalar(_ready_for(host, t).limit(1)) is None:
+                return []  # nothing to do: skip the slot lock (and its write)
+            await self._lock_slot(s, HostSlot, host, t)
+            free = max_per_host - await self._active_connections(s, host, lane, t)
+            if free <= 0:
+                return []
+            job_id = await self._next_job(s, host, t)
+            if job_id is None:
+                return []
+            count = max_files if lane is not None else min(max_files, free)
+            files = await self._pick_files(s, job_id, host, t, count, max_bytes)
+            return await self._lease_files(s, files, worker_id, lane, t, lease_seconds)
+        return await self._run(tx)
 
     async def claim_files_to_download(self, worker_id: str, host: str, *,
                                       max_per_host: int = 1, limit: int = 1,
                                       lease_seconds: float = 300,
                                       now: datetime | None = None) -> list[FileClaim]:
-        """Lease up to ``limit`` files of ``host`` without exceeding ``max_per_host`` active
-        downloads cluster-wide. Order: job priority, then the least recently served job."""
+        """Lease up to ``limit`` files of ``host``, each its own connection, without exceeding
+        ``max_per_host`` active connections cluster-wide."""
         if max_per_host < 1 or limit < 1:
             raise ValueError("max_per_host and limit must be at least 1")
+        return await self.claim_file_batch(worker_id, host, lane=None,
+                                           max_per_host=max_per_host, max_files=limit,
+                                           lease_seconds=lease_seconds, now=now)
 
-        async def tx(s: AsyncSession) -> list[FileClaim]:
-            t = self.now(now)
-            claimable = (select(File.id).join(Export, Export.id == File.export_id)
-                         .join(Job, Job.id == File.job_id)
-                         .where(File.host == host, _claimable(t), Export.state == "ready",
-                                Job.state == "running"))
-            if await s.scalar(claimable.limit(1)) is None:
-                return []  # nothing to do: skip the slot lock (and its write)
-            await self._lock_slot(s, HostSlot, host, t)
-            active = await s.scalar(select(func.count()).where(
-                File.host == host, File.state == "downloading", File.lease_expires_at > t))
-            free = min(limit, max_per_host - int(active or 0))
-            if free <= 0:
-                return []
-            files = (await s.execute(
-                claimable.with_only_columns(File)
-                .order_by(Job.priority.desc(), Job.files_served_at.asc().nulls_first(),
-                          File.chunk_id, File.id)
-                .limit(free).with_for_update(of=File, skip_locked=True))).scalars().all()
-            claims = [c for f in files
-                      if (c := await self._lease_file(s, f, worker_id, t, lease_seconds))]
-            if claims:
-                await s.execute(guarded(Chunk).where(Chunk.id.in_({c.chunk_id for c in claims}),
-                                                     Chunk.state == "ready")
-                                .values(state="downloading", updated_at=t))
-                await s.execute(guarded(Job).where(Job.id.in_({c.job_id for c in claims}))
-                                .values(files_served_at=t))
-            return claims
-        return await self._run(tx)
+    async def _active_connections(self, s: AsyncSession, host: str, lane: str | None,
+                                  t: datetime) -> int:
+        live = [File.host == host, File.state == "downloading", File.lease_expires_at > t]
+        lanes = await s.scalar(select(func.count(File.lane.distinct())).where(
+            *live, File.lane.is_not(None), File.lane != (lane or "")))
+        single = await s.scalar(select(func.count()).where(*live, File.lane.is_(None)))
+        return int(lanes or 0) + int(single or 0)
 
-    async def _lease_file(self, s: AsyncSession, f: File, worker_id: str, t: datetime,
-                          lease_seconds: float) -> FileClaim | None:
-        token = (await s.execute(
-            guarded(File).where(File.id == f.id, File.lease_token == f.lease_token)
-            .values(state="downloading", lease_owner=worker_id, updated_at=t,
+    async def _next_job(self, s: AsyncSession, host: str, t: datetime) -> str | None:
+        """The running job to serve next on ``host``: priority, then least recently served."""
+        return await s.scalar(
+            select(Job.id).where(Job.state == "running",
+                                 _ready_for(host, t).where(File.job_id == Job.id).exists())
+            .order_by(Job.priority.desc(), Job.files_served_at.asc().nulls_first(),
+                      Job.created_at, Job.id).limit(1))
+
+    async def _pick_files(self, s: AsyncSession, job_id: str, host: str, t: datetime,
+                          count: int, max_bytes: int | None) -> list[File]:
+        rows = (await s.execute(
+            select(File).join(Export, Export.id == File.export_id)
+            .where(File.job_id == job_id, File.host == host, _claimable(t),
+                   Export.state == "ready", _not_fetched_elsewhere(t))
+            .order_by(File.chunk_id, File.id).limit(count)
+            .with_for_update(of=File, skip_locked=True))).scalars().all()
+        picked: list[File] = []
+        total = 0
+        for f in rows:
+            if picked and max_bytes is not None and total + (f.size_expected or 0) > max_bytes:
+                break
+            picked.append(f)
+            total += f.size_expected or 0
+        return picked
+
+    async def _lease_files(self, s: AsyncSession, files: Sequence[File], worker_id: str,
+                           lane: str | None, t: datetime,
+                           lease_seconds: float) -> list[FileClaim]:
+        if not files:
+            return []
+        rows = await s.execute(
+            guarded(File).where(File.id.in_([f.id for f in files]))
+            .values(state="downloading", lease_owner=worker_id, lane=lane, updated_at=t,
                     lease_expires_at=lease_until(t, lease_seconds),
                     lease_token=File.lease_token + 1)
-            .returning(File.lease_token))).scalar_one_or_none()
-        if token is None:
-            return None
-        return FileClaim(f.id, f.job_id, f.chunk_id, f.export_id, f.url, f.host, f.dest_path,
-                         f.source_path, f.size_expected, f.bytes_done, f.etag, f.last_modified,
-                         f.attempts, token, f.file_key)
+            .returning(File.id, File.lease_token))
+        tokens = dict(rows.all())
+        await s.execute(guarded(Chunk).where(Chunk.id.in_({f.chunk_id for f in files}),
+                                             Chunk.state == "ready")
+                        .values(state="downloading", updated_at=t))
+        await s.execute(guarded(Job).where(Job.id == files[0].job_id)
+                        .values(files_served_at=t))
+        return [FileClaim(f.id, f.job_id, f.chunk_id, f.export_id, f.url, f.host, f.dest_path,
+                          f.source_path, f.size_expected, f.bytes_done, f.etag,
+                          f.last_modified, f.attempts, tokens[f.id], f.file_key)
+                for f in files]
 
     async def list_download_hosts(self, *, now: datetime | None = None) -> list[str]:
-        """Hosts that have files ready to claim now."""
+        """Hosts that have files ready to claim now (known hosts, each checked by index)."""
         async def tx(s: AsyncSession) -> list[str]:
             t = self.now(now)
-            rows = await s.execute(
-                select(File.host).distinct().join(Export, Export.id == File.export_id)
-                .join(Job, Job.id == File.job_id)
-                .where(_claimable(t), Export.state == "ready", Job.state == "running")
-                .order_by(File.host))
-            return list(rows.scalars())
+            hosts = (await s.execute(select(HostSlot.host).order_by(HostSlot.host))).scalars()
+            return [h for h in list(hosts)
+                    if await s.scalar(_ready_for(h, t).limit(1)) is not None]
         return await self._run(tx, read_only=True)
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    async def record_file_outcomes(self, outcomes: Sequence[FileOutcome], *,
+                                   now: datetime | None = None) -> list[bool]:
+        """Record many outcomes in one transaction (a group commit). Each result is False when
+        that file's lease was lost (fenced) or it was no longer in a matching state."""
+        for o in outcomes:
+            if o.next_attempt_at is not None:
+                aware(o.next_attempt_at, "next_attempt_at")
+
+        async def tx(s: AsyncSession) -> list[bool]:
+            t = self.now(now)
+            deltas = ChunkDeltas()
+            results = [await self._apply(s, o, t, deltas) for o in outcomes]
+            for chunk_id in await deltas.apply(s):
+                await self._refresh_chunk(s, chunk_id)
+            return results
+        return await self._run(tx)
+
+    async def _apply(self, s: AsyncSession, o: FileOutcome, t: datetime,
+                     deltas: ChunkDeltas) -> bool:
+        if o.kind == "done":
+            return await self._apply_done(s, o, t, deltas)
+        if o.kind == "progress":
+            return await self._apply_progress(s, o, t)
+        states = ("pending", "downloading") if o.kind == "fail" else ("downloading",)
+        values: dict[str, Any] = {"updated_at": t, **CLEARED}
+        if o.bytes_done is not None:
+            values["bytes_done"] = o.bytes_done
+        if o.kind == "fail":
+            values.update(state="failed", error=o.error, attempts=File.attempts + 1)
+        elif o.kind == "retry":
+            values.update(state="pending", error=o.error, next_attempt_at=o.next_attempt_at,
+                          attempts=File.attempts + 1)
+        else:
+            values.update(state="pending")
+        row = (await s.execute(
+            guarded(File).where(*self._fence(o, states)).values(values)
+            .returning(File.chunk_id, File.job_id, File.record))).one_or_none()
+        if row is None:
+            return False
+        if o.kind == "fail":
+            deltas.move(row.chunk_id, "pending", "failed")
+            await self._add_event(s, row.job_id, "file_failed", f"{row.record}: {o.error}")
+        return True
+
+    @staticmethod
+    def _fence(o: FileOutcome, states: tuple[str, ...]) -> list[Any]:
+        cond = [File.id == o.file_id, File.state.in_(states)]
+        if o.lease_token is not None:
+            cond.append(File.lease_token == o.lease_token)
+        return cond
+
+    async def _apply_progress(self, s: AsyncSession, o: FileOutcome, t: datetime) -> bool:
+        values: dict[str, Any] = {"updated_at": t}
+        for name in ("bytes_done", "etag", "last_modified"):
+            if getattr(o, name) is not None:
+                values[name] = getattr(o, name)
+        if o.lease_seconds is not None:
+            values["lease_expires_at"] = lease_until(t, o.lease_seconds)
+        result = await s.execute(guarded(File).where(*self._fence(o, ("downloading",)))
+                                 .values(values))
+        return result.rowcount == 1
+
+    async def _apply_done(self, s: AsyncSession, o: FileOutcome, t: datetime,
+                          deltas: ChunkDeltas) -> bool:
+        if o.sha256 is None or o.size is None:
+            raise ValueError(f"file {o.file_id}: a done outcome needs sha256 and size")
+        values: dict[str, Any] = {"state": "done", "sha256": o.sha256, "bytes_done": o.size,
+                                  "error": None, "updated_at": t, **CLEARED}
+        if o.path is not None:
+            values["dest_path"] = o.path
+        row = (await s.execute(guarded(File).where(*self._fence(o, ("downloading",)))
+                               .values(values)
+                               .returning(File.chunk_id, File.file_key, File.dest_path))
+               ).one_or_none()
+        if row is None:
+            return False
+        deltas.move(row.chunk_id, "downloading", "done", o.size)
+        await s.execute(self.insert(StoredFile).values(
+            file_key=row.file_key, path=row.dest_path, size=o.size, sha256=o.sha256,
+            created_at=t).on_conflict_do_nothing())
+        await self._place_twins(s, o.file_id, row.file_key, row.dest_path, o.size, o.sha256,
+                                t, deltas)
+        return True
+
+    async def _place_twins(self, s: AsyncSession, file_id: int, key: str, path: str,
+                           size: int, sha: str, t: datetime, deltas: ChunkDeltas) -> None:
+        """Other jobs' pending rows of the same content: done in place when they want the same
+        path, else copied from it (host ``local``) instead of fetched again."""
+        twins = (await s.execute(
+            select(File.id, File.chunk_id, File.dest_path)
+            .where(File.file_key == key, File.id != file_id, File.state == "pending",
+                   File.source_path.is_(None)))).all()
+        for twin_id, chunk_id, dest in twins:
+            if dest == path:
+                await s.execute(guarded(File).where(File.id == twin_id).values(
+                    state="done", sha256=sha, bytes_done=size, updated_at=t, **CLEARED))
+                deltas.move(chunk_id, "pending", "done", size)
+            else:
+                await s.execute(guarded(File).where(File.id == twin_id).values(
+                    host=LOCAL_HOST, source_path=path, updated_at=t))
+        if any(dest != path for _, _, dest in twins):
+            await self._register_hosts(s, [LOCAL_HOST])
 
     async def update_file_progress(self, file_id: int, bytes_done: int, lease_token: int, *,
                                    lease_seconds: float | None = None, etag: str | None = None,
@@ -111,99 +296,55 @@ class FilesMixin(RepoBase):
 
         False when the lease was taken over: the caller must stop writing the file.
         """
-        values: dict[str, Any] = {"bytes_done": bytes_done}
-        if etag is not None:
-            values["etag"] = etag
-        if last_modified is not None:
-            values["last_modified"] = last_modified
-
-        async def tx(s: AsyncSession) -> bool:
-            t = self.now(now)
-            if lease_seconds is not None:
-                values["lease_expires_at"] = lease_until(t, lease_seconds)
-            result = await s.execute(
-                guarded(File).where(File.id == file_id, File.lease_token == lease_token,
-                                    File.state == "downloading")
-                .values(updated_at=t, **values))
-            return result.rowcount == 1
-        return await self._run(tx)
+        return await self._one(FileOutcome(file_id, "progress", lease_token,
+                                           bytes_done=bytes_done, etag=etag,
+                                           last_modified=last_modified,
+                                           lease_seconds=lease_seconds), now)
 
     async def finish_file(self, file_id: int, *, sha256: str, size: int,
                           path: str | None = None, lease_token: int | None = None,
                           now: datetime | None = None) -> bool:
         """A verified file is in place (at ``path``, default its dest_path): done, and listed
         in stored_files so no job fetches it again. False when the lease was lost."""
-        async def tx(s: AsyncSession) -> bool:
-            t = self.now(now)
-            cond = [File.id == file_id, File.state == "downloading"]
-            if lease_token is not None:
-                cond.append(File.lease_token == lease_token)
-            values: dict[str, Any] = {"state": "done", "sha256": sha256, "bytes_done": size,
-                                      "error": None, "updated_at": t, **CLEARED}
-            if path is not None:
-                values["dest_path"] = path
-            row = (await s.execute(guarded(File).where(*cond).values(values)
-                                   .returning(File.chunk_id, File.file_key, File.dest_path))
-                   ).one_or_none()
-            if row is None:
-                raise LeaseLost(f"file {file_id} is no longer leased to the caller")
-            await s.execute(self.insert(StoredFile).values(
-                file_key=row.file_key, path=row.dest_path, size=size, sha256=sha256,
-                created_at=t).on_conflict_do_nothing())
-            await self._refresh_chunk(s, row.chunk_id)
-            return True
-        return await fenced(self._run(tx))
+        return await self._one(FileOutcome(file_id, "done", lease_token, sha256=sha256,
+                                           size=size, path=path), now)
 
     async def fail_file(self, file_id: int, error: str, *, lease_token: int | None = None,
                         now: datetime | None = None) -> bool:
         """Give up on a file (permanent error or retries exhausted)."""
-        return await self._file_outcome(file_id, lease_token, ("pending", "downloading"), now,
-                                        state="failed", error=error, event=True,
-                                        attempts=File.attempts + 1)
+        return await self._one(FileOutcome(file_id, "fail", lease_token, error=error), now)
 
     async def schedule_retry(self, file_id: int, *, next_attempt_at: datetime, error: str,
                              lease_token: int | None = None, bytes_done: int | None = None,
                              now: datetime | None = None) -> bool:
         """Put a downloading file back to pending until ``next_attempt_at`` (attempts + 1)."""
-        extra = {} if bytes_done is None else {"bytes_done": bytes_done}
-        return await self._file_outcome(file_id, lease_token, ("downloading",), now,
-                                        state="pending", error=error,
-                                        next_attempt_at=aware(next_attempt_at,
-                                                              "next_attempt_at"),
-                                        attempts=File.attempts + 1, **extra)
+        return await self._one(FileOutcome(file_id, "retry", lease_token, error=error,
+                                           next_attempt_at=next_attempt_at,
+                                           bytes_done=bytes_done), now)
 
     async def release_file(self, file_id: int, *, lease_token: int,
                            bytes_done: int | None = None, now: datetime | None = None) -> bool:
         """Hand a downloading file back unfinished (shutdown); no attempt is counted."""
-        extra = {} if bytes_done is None else {"bytes_done": bytes_done}
-        return await self._file_outcome(file_id, lease_token, ("downloading",), now,
-                                        state="pending", **extra)
+        return await self._one(FileOutcome(file_id, "release", lease_token,
+                                           bytes_done=bytes_done), now)
 
-    async def _file_outcome(self, file_id: int, lease_token: int | None,
-                            states: tuple[str, ...], now: datetime | None, *,
-                            event: bool = False, **values: Any) -> bool:
-        async def tx(s: AsyncSession) -> bool:
-            t = self.now(now)
-            cond = [File.id == file_id, File.state.in_(states)]
-            if lease_token is not None:
-                cond.append(File.lease_token == lease_token)
-            row = (await s.execute(guarded(File).where(*cond)
-                                   .values(updated_at=t, **CLEARED, **values)
-                                   .returning(File.chunk_id, File.job_id, File.record))
-                   ).one_or_none()
-            if row is None:
-                return False
-            if event:
-                await self._add_event(s, row.job_id, "file_failed",
-                                      f"{row.record}: {values.get('error')}")
-            await self._refresh_chunk(s, row.chunk_id)
-            return True
-        return await self._run(tx)
+    async def _one(self, outcome: FileOutcome, now: datetime | None) -> bool:
+        [result] = await self.record_file_outcomes([outcome], now=now)
+        return result
+
+    # -- stored files ------------------------------------------------------------------------
 
     async def get_stored_file(self, file_key: str) -> StoredFile | None:
         """The stored copy of a content key, if any."""
         async def tx(s: AsyncSession) -> StoredFile | None:
             return await s.get(StoredFile, file_key)
+        return await self._run(tx, read_only=True)
+
+    async def stored_key_at(self, path: str) -> str | None:
+        """The content key recorded for a file placed at ``path``, if any."""
+        async def tx(s: AsyncSession) -> str | None:
+            return await s.scalar(select(StoredFile.file_key).where(StoredFile.path == path)
+                                  .limit(1))
         return await self._run(tx, read_only=True)
 
     async def forget_stored_file(self, file_key: str) -> int:
@@ -221,5 +362,6 @@ class FilesMixin(RepoBase):
                 await s.execute(guarded(File).where(File.id == file_id).values(
                     source_path=None, host=urlsplit(url).netloc, state="pending",
                     lease_token=File.lease_token + 1, **CLEARED))
+            await self._register_hosts(s, [urlsplit(url).netloc for _, url in waiting])
             return len(waiting)
         return await self._run(tx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import case, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import (
@@ -67,7 +67,10 @@ class JobsMixin(RepoBase):
             job = (await s.execute(select(Job).where(where))).scalar_one()
             return job, job.id == job_id
 
-        return await self._run(tx)
+        job, created = await self._run(tx)
+        if created:
+            self._changed("jobs")
+        return job, created
 
     async def get_job(self, job_id: str) -> Job | None:
         """The job, or None."""
@@ -99,19 +102,11 @@ class JobsMixin(RepoBase):
         async def tx(s: AsyncSession) -> JobSummary:
             job = await _require_job(s, job_id)
             summary = JobSummary(job=job)
-            for model, counts in ((Chunk, summary.chunks), (Export, summary.exports),
-                                  (File, summary.files)):
+            for model, counts in ((Chunk, summary.chunks), (Export, summary.exports)):
                 rows = await s.execute(select(model.state, func.count())
                                        .where(model.job_id == job_id).group_by(model.state))
                 counts.update(rows.all())
-            done, expected = (await s.execute(
-                select(func.coalesce(func.sum(File.bytes_done), 0),
-                       func.coalesce(func.sum(File.size_expected), 0))
-                .where(File.job_id == job_id, File.state != "skipped"))).one()
-            summary.bytes_done, summary.bytes_expected = int(done), int(expected)
-            summary.est_bytes = int(await s.scalar(
-                select(func.coalesce(func.sum(Chunk.est_bytes), 0))
-                .where(Chunk.job_id == job_id, Chunk.state.not_in(("split", "cancelled")))) or 0)
+            await _file_totals(s, job_id, summary)
             summary.recent_events = list((await s.execute(
                 select(JobEvent).where(JobEvent.job_id == job_id)
                 .order_by(JobEvent.id.desc()).limit(events))).scalars())
@@ -173,7 +168,11 @@ class JobsMixin(RepoBase):
                                     **LEASE_CLEARED))
             await s.execute(guarded(File).where(File.job_id == job_id,
                                                 File.state.in_(("pending", "downloading")))
-                            .values(state="skipped", updated_at=now, **LEASE_CLEARED))
+                            .values(state="skipped", updated_at=now, lane=None,
+                                    **LEASE_CLEARED))
+            await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.files_open > 0)
+                            .values(files_skipped=Chunk.files_skipped + Chunk.files_open,
+                                    files_open=0))
             return await _reload_job(s, job_id)
         return await self._run(tx)
 
@@ -200,7 +199,9 @@ class JobsMixin(RepoBase):
                 await self._transition(s, job_id, ("paused",), "running", "resume")
                 await self._refresh_job(s, job_id)
             return await _reload_job(s, job_id)
-        return await self._run(tx)
+        job = await self._run(tx)
+        self._changed("jobs")
+        return job
 
     async def fail_job(self, job_id: str, error: str) -> Job:
         """Fail a whole job (e.g. its spec cannot be planned)."""
@@ -226,7 +227,9 @@ class JobsMixin(RepoBase):
                                        plan_lease_expires_at=None)
             await self._refresh_job(s, job_id)
             return await _reload_job(s, job_id)
-        return await self._run(tx)
+        job = await self._run(tx)
+        self._changed("jobs")
+        return job
 
     async def _reset_failures(self, s: AsyncSession, job_id: str) -> None:
         now = self.now()
@@ -240,6 +243,9 @@ class JobsMixin(RepoBase):
                         .values(state="planned", **reset, **LEASE_CLEARED))
         await s.execute(guarded(File).where(File.job_id == job_id, File.state == "failed")
                         .values(state="pending", **reset))
+        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.files_failed > 0)
+                        .values(files_open=Chunk.files_open + Chunk.files_failed,
+                                files_failed=0))
 
     async def delete_job(self, job_id: str) -> None:
         """Delete a job and everything recorded for it (not while it is running)."""
@@ -264,6 +270,29 @@ class JobsMixin(RepoBase):
             job = await _require_job(s, job_id)
             raise InvalidTransition(f"cannot {action} job {job_id}: it is {job.state} "
                                     f"(allowed when {', '.join(allowed)})")
+
+
+async def _file_totals(s: AsyncSession, job_id: str, summary: JobSummary) -> None:
+    """File counts and bytes from the chunk counters, plus the few files in flight: the cost
+    grows with the job's chunks and files downloading now, never with all its files."""
+    live = Chunk.state.not_in(("split", "cancelled"))
+    row = (await s.execute(select(
+        func.coalesce(func.sum(Chunk.files_open), 0), func.coalesce(func.sum(Chunk.files_done), 0),
+        func.coalesce(func.sum(Chunk.files_failed), 0),
+        func.coalesce(func.sum(Chunk.files_skipped), 0),
+        func.coalesce(func.sum(Chunk.bytes_done), 0),
+        func.coalesce(func.sum(Chunk.bytes_expected), 0),
+        func.coalesce(func.sum(case((live, Chunk.est_bytes), else_=0)), 0),
+    ).where(Chunk.job_id == job_id))).one()
+    opened, done, failed, skipped, bytes_done, expected, est = map(int, row)
+    moving, partial = (await s.execute(
+        select(func.count(), func.coalesce(func.sum(File.bytes_done), 0))
+        .where(File.job_id == job_id, File.state == "downloading"))).one()
+    counts = {"pending": opened - int(moving), "downloading": int(moving), "done": done,
+              "failed": failed, "skipped": skipped}
+    summary.files.update({k: v for k, v in counts.items() if v})
+    summary.bytes_done, summary.bytes_expected = bytes_done + int(partial), expected
+    summary.est_bytes = est
 
 
 async def _require_job(s: AsyncSession, job_id: str) -> Job:

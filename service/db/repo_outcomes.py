@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db.counters import recount_chunks
 from service.db.models import (
     CHUNK_OPEN,
     EXPORT_PENDING,
@@ -24,6 +25,7 @@ from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
 EXPORT_RETENTION = timedelta(days=7)  # protocol L6
 FILE_FIELDS = {"record", "segment", "file_key", "url", "dest_path", "size_expected"}
 CLEARED = {"lease_owner": None, "lease_expires_at": None}
+FILE_CLEARED = {**CLEARED, "lane": None}
 
 
 def file_rows(files: Sequence[Mapping[str, Any]], *, job_id: str, chunk_id: int,
@@ -90,6 +92,8 @@ class OutcomesMixin(RepoBase):
                             .values(state="ready", updated_at=t, **CLEARED))
             await self._upsert_files(s, rows)
             await self._reuse_stored(s, export_id, t)
+            await self._register_hosts(s, {r["host"] for r in rows} | {LOCAL_HOST})
+            await recount_chunks(s, [export.chunk_id])
             todo = await s.scalar(select(func.count()).where(File.chunk_id == export.chunk_id,
                                                          File.state == "pending"))
             await self._refresh_chunk(s, export.chunk_id)
@@ -137,7 +141,7 @@ class OutcomesMixin(RepoBase):
             await s.execute(guarded(File).where(File.chunk_id == chunk_id,
                                                 File.state.in_(("pending", "downloading")))
                             .values(state="pending", lease_token=File.lease_token + 1,
-                                    updated_at=t, **CLEARED))
+                                    updated_at=t, **FILE_CLEARED))
             job_id = (await s.execute(
                 guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(CHUNK_OPEN))
                 .values(state="planned", next_attempt_at=None, updated_at=t, **CLEARED)
@@ -191,7 +195,8 @@ class OutcomesMixin(RepoBase):
                         .values(state="error", error=message, updated_at=t, **CLEARED))
         await s.execute(guarded(File).where(File.chunk_id == chunk_id,
                                             File.state.in_(("pending", "downloading")))
-                        .values(state="failed", error=message, updated_at=t, **CLEARED))
+                        .values(state="failed", error=message, updated_at=t, **FILE_CLEARED))
+        await recount_chunks(s, [chunk_id])
         job_id = (await s.execute(
             guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(CHUNK_OPEN))
             .values(state="failed", error=message, updated_at=t, **CLEARED)

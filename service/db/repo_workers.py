@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -51,6 +52,21 @@ class WorkersMixin(RepoBase):
             return list(rows.scalars())
         return await self._run(tx, read_only=True)
 
+    async def reap_dead_workers(self, worker_id: str, *, hostname: str,
+                                is_alive: Callable[[int], bool], stale_after: float,
+                                now: datetime | None = None) -> list[str]:
+        """Release at once everything held by workers known to be dead: on this host with
+        their process gone (or with this process's pid, so an earlier life of it), or silent
+        for ``stale_after`` seconds anywhere. Returns their ids."""
+        t = self.now(now)
+        dead = [w.id for w in await self.list_workers()
+                if w.id != worker_id and w.stopped_at is None
+                and (w.heartbeat_at < t - timedelta(seconds=stale_after)
+                     or (w.hostname == hostname and not is_alive(w.pid)))]
+        for other in dead:
+            await self.release_leases(other, now=now)
+        return dead
+
     async def release_leases(self, worker_id: str, *, now: datetime | None = None) -> int:
         """Give back everything a worker holds (graceful shutdown): downloading files return
         to pending with their progress, reservations and polls become claimable at once.
@@ -62,7 +78,7 @@ class WorkersMixin(RepoBase):
             files = await s.execute(
                 guarded(File).where(File.lease_owner == worker_id, File.state == "downloading")
                 .values(state="pending", lease_token=File.lease_token + 1, updated_at=t,
-                        **cleared))
+                        lane=None, **cleared))
             released += files.rowcount
             for model in (Chunk, Export, File):
                 result = await s.execute(guarded(model).where(model.lease_owner == worker_id)

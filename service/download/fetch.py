@@ -95,6 +95,7 @@ class _Options:
     timeout: aiohttp.ClientTimeout
     write_mode: str
     durable: bool
+    place: bool
 
 
 WRITE_MODES = ("thread", "inline")  # aiofiles measured no faster than "thread" (bench/)
@@ -187,6 +188,7 @@ async def fetch_file(
     progress_seconds: float = 2.0, verify_fits: bool | None = None,
     compute_sha256: bool = True, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
     max_restarts: int = 3, write_mode: str = "thread", durable: bool = True,
+    place: bool = True,
 ) -> FetchResult:
     """Download `url` to `dest`, resuming `dest.part` when `etag` (the validator stored from an
     earlier response) is given. `on_validator` is awaited with the validator of every fresh
@@ -194,11 +196,14 @@ async def fetch_file(
     bytes_done at most every `progress_bytes` / `progress_seconds`, and once at the end.
     `verify_fits` None checks FITS structure when the name ends .fits/.fts/.fit.
     `durable` fsyncs the file and its directory around the rename (turn off only in benches).
+    `place=False` stops once the body is complete: the result's path is the part file, to be
+    verified and renamed by `place_part` (off the transfer's critical path).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     opts = _Options(url, expected_size, on_progress, on_validator, chunk_size, progress_bytes,
-                    progress_seconds, verify_fits, compute_sha256, timeout, write_mode, durable)
+                    progress_seconds, verify_fits, compute_sha256, timeout, write_mode, durable,
+                    place)
     stats = {"received": 0, "restarts": 0}
     validator = etag
     while True:
@@ -366,6 +371,9 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
         raise FetchRetryableError(f"{opts.url}: body ended after {size} of {expected} bytes; "
                                   "the part file is kept for resume", bytes_done=size,
                                   validator=validator)
+    if not opts.place:
+        return FetchResult(part, size, hasher.hexdigest() if hasher else None, validator, start,
+                           stats["received"], stats["restarts"])
     try:
         await asyncio.to_thread(verify_file, part, expected_size=expected,
                                 fits=opts.verify_fits, display_name=dest.name)
@@ -382,6 +390,21 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
         os.replace(part, dest)
     return FetchResult(dest, size, hasher.hexdigest() if hasher else None, validator, start,
                        stats["received"], stats["restarts"])
+
+
+def place_part(part: Path, dest: Path, *, expected_size: int | None,
+                fits: bool | None = None, sync_dir: bool = True) -> int:
+    """Verify a complete part file (size, FITS structure), fsync it and rename it to `dest`
+    (blocking: run it in a thread). Returns the size; a file failing verification is removed
+    and FetchVerifyError raised."""
+    try:
+        verify_file(part, expected_size=expected_size, fits=fits, display_name=dest.name)
+    except VerificationError as exc:
+        part.unlink(missing_ok=True)
+        raise FetchVerifyError(f"{dest.name}: {exc}; the part file was removed") from exc
+    size = part.stat().st_size
+    replace_durably(part, dest, sync_dir=sync_dir)
+    return size
 
 
 class _Progress:

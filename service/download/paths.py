@@ -95,7 +95,8 @@ def basename_from_server(path: str) -> str:
     return check_filename(name)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by name."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -103,9 +104,11 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(part: Path, dest: Path) -> None:
+def replace_durably(part: Path, dest: Path, *, sync_dir: bool = True) -> None:
     """fsync ``part``, rename it over ``dest``, fsync the directory: after a crash the final
-    name holds either nothing or the whole verified file."""
-    _fsync_path(part)
+    name holds either nothing or the whole verified file. ``sync_dir=False`` leaves the
+    directory fsync to the caller (a group commit syncs each directory once)."""
+    fsync_path(part)
     os.replace(part, dest)
-    _fsync_path(dest.parent)
+    if sync_dir:
+        fsync_path(dest.parent)

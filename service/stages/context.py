@@ -22,6 +22,7 @@ from service.db.repo import Repo
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
 from service.settings import Settings
+from service.stages.recorder import OutcomeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,27 @@ MAX_IDLE_SECONDS = 5.0
 EXTRA_CONNECTIONS = 4  # CGI calls on top of the download connections
 
 
-class Waker:
-    """Wakes every waiting stage loop at once (``poke``), e.g. after an export became ready."""
+STAGE_NAMES = ("plan", "submit", "poll", "download")
+
+
+class Wakers:
+    """One wake-up per stage loop: an event wakes only the stages it concerns (an export
+    became ready: download and submit; chunks were planned: submit), never all of them."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._events = {name: asyncio.Event() for name in STAGE_NAMES}
 
-    def poke(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+    def poke(self, *stages: str) -> None:
+        """Wake the named stages (all of them when none is named, e.g. on shutdown)."""
+        for name in stages or STAGE_NAMES:
+            self._events[name].set()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, stage: str, timeout: float) -> None:
+        """Wait until ``stage`` is poked or ``timeout`` passes; then re-arm."""
+        event = self._events[stage]
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
 
 
 @dataclass
@@ -65,7 +74,10 @@ class StageContext:
     worker_id: str
     stop: asyncio.Event
     breakers: HostBreakers
-    waker: Waker = field(default_factory=Waker)
+    recorder: OutcomeRecorder
+    wakers: Wakers = field(default_factory=Wakers)
+    lanes: dict[str, set[str]] = field(default_factory=dict)  # host -> names of running lanes
+    renewed_at: float = 0.0  # monotonic start of the last successful lease renewal
     estimates: dict[str, JobEstimate] = field(default_factory=dict)
     held_plans: dict[str, Any] = field(default_factory=dict)  # job id -> plan.HeldPlan
     holding: dict[str, set[Any]] = field(default_factory=lambda: {
@@ -156,18 +168,27 @@ class StageContext:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run in-flight work as a task the worker drains on shutdown."""
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str,
+              wake: tuple[str, ...] = ()) -> asyncio.Task[Any]:
+        """Run in-flight work as a task the worker drains on shutdown; when it ends, wake the
+        ``wake`` stages."""
         task = asyncio.create_task(coro, name=name)
         self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda t: self._task_done(t, wake))
         return task
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], wake: tuple[str, ...]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
-        self.waker.poke()
+        if wake:
+            self.wakers.poke(*wake)
+
+    def lease_valid_until(self, claimed_at: float) -> float:
+        """Monotonic time until which a lease taken at ``claimed_at`` surely still holds (the
+        later of the claim and the last renewal, plus the lease, minus a safety margin)."""
+        seconds = self.settings.lease_seconds
+        return max(claimed_at, self.renewed_at) + seconds - min(2.0, seconds / 4)
 
     def holding_summary(self) -> dict[str, Any]:
         """What this worker holds, for its heartbeat row."""
@@ -198,9 +219,15 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
     """A StageContext with its HTTP session and JSOC client (closed on exit)."""
     session = make_session(settings)
     jsoc = JsocClient(settings.jsoc_url, session=session)
+    recorder = OutcomeRecorder(repo, max_batch=settings.commit_files,
+                               interval=settings.commit_seconds)
     try:
-        yield StageContext(settings=settings, repo=repo, jsoc=jsoc, session=session,
-                           worker_id=worker_id, stop=stop, breakers=make_breakers(settings))
+        ctx = StageContext(settings=settings, repo=repo, jsoc=jsoc, session=session,
+                           worker_id=worker_id, stop=stop, breakers=make_breakers(settings),
+                           recorder=recorder)
+        recorder.on_settled = lambda: ctx.wakers.poke("plan")  # chunks may have closed
+        yield ctx
     finally:
+        await recorder.close()
         await jsoc.close()
         await session.close()

@@ -1,24 +1,31 @@
-"""Download stage: bounded parallel downloads (a global limit in this worker, a per-host limit
-across all workers through the claim), resumable and verified (service.download.fetch).
+"""Download stage: one long-lived lane per host connection.
 
-A file whose content is already stored (same record and segment, fetched for another job) is
-hard-linked (or copied) from there instead. Progress (bytes_done and the validator for
-If-Range) is recorded every few MB / seconds, fenced by the lease token: when the lease was
-lost the transfer stops at once. Failures: transient ones are retried with full-jitter backoff
-honouring Retry-After; while a host's circuit breaker is open (outage) the file is handed back
-without counting an attempt; 404/410 on an export file means the export expired (re-export).
+A lane holds one of the host's connection slots (cluster-wide, through the claim), leases a
+batch of files of one job at a time (by count and bytes), and streams them back to back over
+the worker's keep-alive connection. Each finished body is verified, fsynced and renamed by a
+finishing task while the lane already receives the next file; outcomes go to the group-commit
+recorder. Between batches the lane turns to the job served least recently, so a big job does
+not hold a small one up for more than one batch.
+
+Failures: transient ones are retried with full-jitter backoff honouring Retry-After; while a
+host's circuit breaker is open (outage) files are handed back without counting an attempt and
+the lane stops; 404/410 on an export file means the export expired (re-export), and the rest
+of the batch from that export is dropped. A file already stored for another job is linked
+from there instead of fetched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import os
-import shutil
+import time
+from collections import deque
 from pathlib import Path
 
 from service.db.models import LOCAL_HOST
 from service.db.repo import FileClaim
+from service.db.repo_files import FileOutcome
 from service.download.fetch import (
     FetchError,
     FetchPermanentError,
@@ -27,65 +34,226 @@ from service.download.fetch import (
     fetch_file,
 )
 from service.download.limits import BreakerState
-from service.download.paths import UnsafePathError, part_path, replace_durably, safe_join
-from service.download.verify import VerificationError, sha256_file, verify_file
+from service.download.paths import UnsafePathError, part_path, safe_join
+from service.download.verify import VerificationError
 from service.jsoc.status import JsocError
 from service.stages.context import StageContext
+from service.stages.transfer import (
+    LeaseGone,
+    Progress,
+    adopt_in_place,
+    ensure_lease,
+    link_stored,
+    place_fetched,
+    record,
+)
 
 log = logging.getLogger(__name__)
 
 PROGRESS_BYTES = 8 << 20
 PROGRESS_SECONDS = 2.0
 EXPIRED_HTTP = (404, 410)
-
-
-class LeaseGone(Exception):
-    """The file's lease was taken over (or the job cancelled): stop writing it."""
+MAX_FINISHING = 4  # files being verified / fsynced / renamed while the lane receives the next
+_lane_numbers = itertools.count(1)
 
 
 async def download_tick(ctx: StageContext) -> bool:
-    """Claim files for every host with work, within the global and per-host limits."""
-    busy = len(ctx.holding["downloading"])
-    free = ctx.settings.global_download_limit - busy
-    if free <= 0 or ctx.stop.is_set():
-        return False
-    claimed = 0
+    """Open a lane for every host slot that has work, within the per-host and global limits."""
+    opened = 0
     for host in await ctx.repo.list_download_hosts():
-        if free - claimed <= 0:
-            break
         if host != LOCAL_HOST and ctx.host_open(f"http://{host}/"):
             continue
-        limit = ctx.connection_limit(host)
-        claims = await ctx.repo.claim_files_to_download(
-            ctx.worker_id, host, max_per_host=limit, limit=min(limit, free - claimed),
-            lease_seconds=ctx.settings.lease_seconds)
-        for claim in claims:
-            ctx.holding["downloading"].add(claim.file_id)
-            ctx.spawn(download_file(ctx, claim), name=f"download-{claim.file_id}")
-        claimed += len(claims)
-    return claimed > 0
+        while _room_for_lane(ctx, host):
+            lane = Lane(ctx, host)
+            batch = await lane.claim()
+            if not batch:
+                break
+            lane.start(batch)
+            opened += 1
+    return opened > 0
+
+
+def _room_for_lane(ctx: StageContext, host: str) -> bool:
+    running = sum(len(names) for names in ctx.lanes.values())
+    return (not ctx.stop.is_set() and running < ctx.settings.global_download_limit
+            and len(ctx.lanes.get(host, ())) < ctx.connection_limit(host))
 
 
 async def download_file(ctx: StageContext, claim: FileClaim) -> None:
-    """Fetch (or link) one claimed file and record the outcome."""
-    tracker = Progress(ctx, claim)
-    try:
-        if claim.source_path:
-            await copy_stored(ctx, claim)
-        else:
-            await fetch_claimed(ctx, claim, tracker)
-    except LeaseGone:
-        log.info("file %s: lease lost; stopped writing it", claim.file_id)
-    except asyncio.CancelledError:
-        await asyncio.shield(_hand_back(ctx, claim))
-        raise
-    except Exception as exc:  # never keep a lease nobody works on
-        log.exception("file %s: download failed", claim.file_id)
-        await ctx.repo.schedule_retry(claim.file_id, next_attempt_at=ctx.later(
-            ctx.retry_delay(claim.attempts)), error=f"{type(exc).__name__}: {exc}",
-            lease_token=claim.lease_token, bytes_done=tracker.bytes_done)
-    finally:
-        ctx.holding["downloading"].discard(claim.file_id)
+    """Fetch (or link) one claimed file and commit its outcome before returning."""
+    lane = Lane(ctx, claim.host)
+    await lane.process(claim)
+    await lane.settle()
+
+
+class Lane:
+    """One connection's worth of downloading on one host (see the module docstring)."""
+
+    def __init__(self, ctx: StageContext, host: str) -> None:
+        self.ctx, self.host = ctx, host
+        self.name = f"{ctx.worker_id}#{next(_lane_numbers)}"
+        self.queue: deque[FileClaim] = deque()
+        self.claimed_at = time.monotonic()
+        self.finishing: set[asyncio.Task[None]] = set()
+
+    async def claim(self) -> list[FileClaim]:
+        """Lease the next batch for this lane (empty when the host's slots are taken)."""
+        ctx, s = self.ctx, self.ctx.settings
+        started = time.monotonic()
+        batch = await ctx.repo.claim_file_batch(
+            ctx.worker_id, self.host, lane=self.name,
+            max_per_host=ctx.connection_limit(self.host), max_files=s.download_batch_files,
+            max_bytes=s.download_batch_mb << 20, lease_seconds=s.lease_seconds)
+        self.claimed_at = started
+        ctx.holding["downloading"].update(c.file_id for c in batch)
+        return batch
+
+    def start(self, batch: list[FileClaim]) -> None:
+        self.queue.extend(batch)
+        self.ctx.lanes.setdefault(self.host, set()).add(self.name)
+        self.ctx.spawn(self.run(), name=f"lane-{self.name}", wake=("download",))
+
+    async def run(self) -> None:
+        """Work through batch after batch until the host has nothing more for this lane."""
+        ctx = self.ctx
+        try:
+            while self.queue:
+                while self.queue and not self._should_stop():
+                    await self.process(self.queue.popleft())
+                if self._should_stop():
+                    break
+                self.queue.extend(await self.claim())
+        finally:
+            await asyncio.shield(self._close())
+            ctx.lanes.get(self.host, set()).discard(self.name)
+
+    def _should_stop(self) -> bool:
+        return self.ctx.stop.is_set() or (self.host != LOCAL_HOST
+                                          and self.ctx.host_open(f"http://{self.host}/"))
+
+    async def _close(self) -> None:
+        """Hand back what was not started, wait for the finishing work, commit."""
+        for claim in self.queue:
+            record(self.ctx, FileOutcome(claim.file_id, "release", claim.lease_token))
+        self.queue.clear()
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Wait for the files being placed and commit every outcome so far."""
+        if self.finishing:
+            await asyncio.gather(*self.finishing, return_exceptions=True)
+        await self.ctx.recorder.flush()
+
+    async def process(self, claim: FileClaim) -> None:
+        """Fetch, link or adopt one claimed file; its outcome goes to the recorder."""
+        ctx = self.ctx
+        try:
+            if claim.file_id in ctx.recorder.lost:
+                return
+            if claim.source_path:
+                await self._copy(claim)
+            else:
+                await self._fetch(claim)
+        except LeaseGone:
+            log.info("file %s: lease lost; stopped writing it", claim.file_id)
+        except asyncio.CancelledError:
+            await asyncio.shield(_hand_back(ctx, claim))
+            raise
+        except Exception as exc:  # never keep a lease nobody works on
+            log.exception("file %s: download failed", claim.file_id)
+            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
+                                    error=f"{type(exc).__name__}: {exc}",
+                                    next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+
+    async def _fetch(self, claim: FileClaim) -> None:
+        ctx = self.ctx
+        try:
+            dest = safe_join(ctx.download_root, claim.dest_path)
+        except UnsafePathError as exc:
+            record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
+            return
+        if await adopt_in_place(ctx, claim, dest):
+            return
+        breaker, tracker = ctx.breaker(claim.url), Progress(ctx, claim)
+        try:
+            result = await fetch_file(
+                ctx.session, claim.url, dest, expected_size=claim.size_expected,
+                etag=claim.etag or claim.last_modified, on_progress=tracker.progress,
+                on_validator=tracker.validator, progress_bytes=PROGRESS_BYTES,
+                progress_seconds=PROGRESS_SECONDS, place=False)
+        except FetchPermanentError as exc:
+            breaker.record_success()  # the host answered
+            if exc.http_status in EXPIRED_HTTP and await self._export_expired(claim):
+                return
+            record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
+            return
+        except FetchError as exc:
+            _retry(ctx, claim, exc)
+            return
+        breaker.record_success()
+        await self._finish_later(claim, result, dest)
+
+    async def _finish_later(self, claim: FileClaim, result: FetchResult, dest: Path) -> None:
+        while len(self.finishing) >= MAX_FINISHING:
+            await asyncio.wait(self.finishing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._finish(claim, result, dest),
+                                   name=f"finish-{claim.file_id}")
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
+
+    async def _finish(self, claim: FileClaim, result: FetchResult, dest: Path) -> None:
+        ctx = self.ctx
+        try:
+            if not await ensure_lease(ctx, claim, self.claimed_at, result.size):
+                log.warning("file %s: lease lost before it was put in place", claim.file_id)
+                ctx.holding["downloading"].discard(claim.file_id)
+                return
+            await place_fetched(ctx, claim, result, dest)
+        except FetchVerifyError as exc:
+            _retry(ctx, claim, exc)
+        except Exception as exc:
+            log.exception("file %s: placing it failed", claim.file_id)
+            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
+                                    error=f"{type(exc).__name__}: {exc}",
+                                    next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+
+    async def _copy(self, claim: FileClaim) -> None:
+        ctx = self.ctx
+        try:
+            await link_stored(ctx, claim)
+        except UnsafePathError as exc:
+            record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
+        except (OSError, VerificationError) as exc:
+            log.warning("stored copy of %s unusable (%s); fetching it again", claim.url, exc)
+            record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token))
+            await ctx.recorder.flush()
+            await ctx.repo.forget_stored_file(claim.file_key)
+            ctx.wakers.poke("download")
+
+    async def _export_expired(self, claim: FileClaim) -> bool:
+        """On 404/410: if JSOC says the file's export expired (5), export the chunk again and
+        drop the rest of this batch from that export."""
+        ctx = self.ctx
+        if claim.export_id is None:
+            return False
+        export = await ctx.repo.get_export(claim.export_id)
+        if export is None or not export.request_id:
+            return False
+        try:
+            reply = await ctx.jsoc.exp_status(export.request_id, check=False)
+        except JsocError:
+            return False
+        if reply.status != 5:
+            return False
+        log.info("export %s expired while downloading; exporting again", export.request_id)
+        await ctx.recorder.flush()  # outcomes of its files first: the expiry revokes leases
+        await ctx.repo.mark_export_expired(claim.export_id, error=reply.error or "export expired")
+        dropped = [c for c in self.queue if c.export_id == claim.export_id]
+        self.queue = deque(c for c in self.queue if c.export_id != claim.export_id)
+        for c in [claim, *dropped]:
+            ctx.holding["downloading"].discard(c.file_id)
+        ctx.wakers.poke("submit")
+        return True
 
 
 async def _hand_back(ctx: StageContext, claim: FileClaim) -> None:
@@ -97,77 +265,19 @@ async def _hand_back(ctx: StageContext, claim: FileClaim) -> None:
             done = part.stat().st_size if part.exists() else 0
         except (OSError, UnsafePathError):
             pass
-    await ctx.repo.release_file(claim.file_id, lease_token=claim.lease_token, bytes_done=done)
+    record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token, bytes_done=done))
+    await ctx.recorder.flush()
 
 
-class Progress:
-    """fetch_file callbacks: record bytes_done and validators, fenced by the lease token."""
-
-    def __init__(self, ctx: StageContext, claim: FileClaim) -> None:
-        self.ctx, self.claim = ctx, claim
-        self.bytes_done = claim.bytes_done
-
-    async def progress(self, done: int) -> None:
-        self.bytes_done = done
-        if not await self.ctx.repo.update_file_progress(
-                self.claim.file_id, done, self.claim.lease_token,
-                lease_seconds=self.ctx.settings.lease_seconds):
-            raise LeaseGone
-
-    async def validator(self, value: str | None) -> None:
-        """A fresh (200) response: store its ETag / Last-Modified before bytes arrive."""
-        self.bytes_done = 0
-        is_etag = value is not None and value.startswith(('"', "W/"))
-        if not await self.ctx.repo.update_file_progress(
-                self.claim.file_id, 0, self.claim.lease_token,
-                etag=value if is_etag else None,
-                last_modified=value if value is not None and not is_etag else None):
-            raise LeaseGone
-
-
-async def fetch_claimed(ctx: StageContext, claim: FileClaim, tracker: Progress) -> None:
-    try:
-        dest = safe_join(ctx.download_root, claim.dest_path)
-    except UnsafePathError as exc:
-        await ctx.repo.fail_file(claim.file_id, str(exc), lease_token=claim.lease_token)
-        return
-    breaker = ctx.breaker(claim.url)
-    try:
-        result = await fetch_file(
-            ctx.session, claim.url, dest, expected_size=claim.size_expected,
-            etag=claim.etag or claim.last_modified, on_progress=tracker.progress,
-            on_validator=tracker.validator, progress_bytes=PROGRESS_BYTES,
-            progress_seconds=PROGRESS_SECONDS)
-    except FetchPermanentError as exc:
-        breaker.record_success()  # the host answered
-        if exc.http_status in EXPIRED_HTTP and await _export_expired(ctx, claim):
-            return
-        await ctx.repo.fail_file(claim.file_id, str(exc), lease_token=claim.lease_token)
-        return
-    except FetchError as exc:
-        await _retry(ctx, claim, exc)
-        return
-    breaker.record_success()
-    await _finish(ctx, claim, result)
-
-
-async def _finish(ctx: StageContext, claim: FileClaim, result: FetchResult) -> None:
-    sha = result.sha256 or (await asyncio.to_thread(sha256_file, result.path)).hexdigest()
-    if not await ctx.repo.finish_file(claim.file_id, sha256=sha, size=result.size,
-                                      lease_token=claim.lease_token):
-        log.warning("file %s finished after its lease was lost", claim.file_id)
-    ctx.waker.poke()
-
-
-async def _retry(ctx: StageContext, claim: FileClaim, exc: FetchError) -> None:
+def _retry(ctx: StageContext, claim: FileClaim, exc: FetchError) -> None:
     """A transfer that made progress resumes at once; otherwise back off (or give up after
     retry_max_attempts). While the host's breaker is open no attempt is counted."""
-    breaker, repo = ctx.breaker(claim.url), ctx.repo
+    breaker = ctx.breaker(claim.url)
     log.info("file %s: %s", claim.file_id, exc)
     if exc.bytes_done > claim.bytes_done:
         breaker.record_success()
-        await repo.release_file(claim.file_id, lease_token=claim.lease_token,
-                                bytes_done=exc.bytes_done)
+        record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
+                                bytes_done=exc.bytes_done))
         return
     was_closed = breaker.state is BreakerState.CLOSED
     if not isinstance(exc, FetchVerifyError) and (exc.http_status is None
@@ -177,80 +287,13 @@ async def _retry(ctx: StageContext, claim: FileClaim, exc: FetchError) -> None:
         log.log(logging.WARNING if was_closed else logging.DEBUG,
                 "%s is unavailable (circuit breaker open; attempts are not counted): %s",
                 claim.host, exc)
-        await repo.release_file(claim.file_id, lease_token=claim.lease_token,
-                                bytes_done=exc.bytes_done)
+        record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
+                                bytes_done=exc.bytes_done))
         return
     if claim.attempts + 1 >= ctx.settings.retry_max_attempts:
-        await repo.fail_file(claim.file_id, f"gave up after {claim.attempts + 1} attempts: {exc}",
-                             lease_token=claim.lease_token)
+        record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token,
+                                error=f"gave up after {claim.attempts + 1} attempts: {exc}"))
         return
     delay = ctx.retry_delay(claim.attempts, exc.retry_after)
-    await repo.schedule_retry(claim.file_id, next_attempt_at=ctx.later(delay), error=str(exc),
-                              lease_token=claim.lease_token, bytes_done=exc.bytes_done)
-
-
-async def _export_expired(ctx: StageContext, claim: FileClaim) -> bool:
-    """On 404/410: if JSOC says the file's export expired (5), export the chunk again."""
-    if claim.export_id is None:
-        return False
-    export = await ctx.repo.get_export(claim.export_id)
-    if export is None or not export.request_id:
-        return False
-    try:
-        reply = await ctx.jsoc.exp_status(export.request_id, check=False)
-    except JsocError:
-        return False
-    if reply.status != 5:
-        return False
-    log.info("export %s expired while downloading; exporting again", export.request_id)
-    await ctx.repo.mark_export_expired(claim.export_id, error=reply.error or "export expired")
-    ctx.waker.poke()
-    return True
-
-
-async def copy_stored(ctx: StageContext, claim: FileClaim) -> None:
-    """Place an already stored file (hard link, else copy), verify it, finish the row."""
-    assert claim.source_path is not None
-    try:
-        source = safe_join(ctx.download_root, claim.source_path)
-        dest = safe_join(ctx.download_root, claim.dest_path)
-    except UnsafePathError as exc:
-        await ctx.repo.fail_file(claim.file_id, str(exc), lease_token=claim.lease_token)
-        return
-    try:
-        size, sha = await asyncio.to_thread(_link_verified, source, dest, claim.size_expected)
-    except (OSError, VerificationError) as exc:
-        log.warning("stored copy %s unusable (%s); fetching %s again", source, exc, claim.url)
-        await _forget_stored(ctx, claim)
-        return
-    if not await ctx.repo.finish_file(claim.file_id, sha256=sha, size=size,
-                                      lease_token=claim.lease_token):
-        log.warning("file %s placed after its lease was lost", claim.file_id)
-    ctx.waker.poke()
-
-
-def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int, str]:
-    """Hard-link (or copy) source to dest via a .part name; returns (size, sha256)."""
-    if not source.is_file():
-        raise FileNotFoundError(f"{source} is missing")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(dest)
-    part.unlink(missing_ok=True)
-    try:
-        os.link(source, part)
-    except OSError:
-        shutil.copyfile(source, part)
-    try:
-        verify_file(part, expected_size=expected, display_name=dest.name)
-        sha = sha256_file(part).hexdigest()
-    except (OSError, VerificationError):
-        part.unlink(missing_ok=True)
-        raise
-    replace_durably(part, dest)  # a copy (not a link) must reach the disk before the rename
-    return dest.stat().st_size, sha
-
-
-async def _forget_stored(ctx: StageContext, claim: FileClaim) -> None:
-    """The stored copy is gone or bad: every file waiting for it fetches from its URL."""
-    await ctx.repo.forget_stored_file(claim.file_key)
-    ctx.waker.poke()
+    record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token, error=str(exc),
+                            next_attempt_at=ctx.later(delay), bytes_done=exc.bytes_done))

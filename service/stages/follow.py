@@ -283,4 +283,4 @@ async def _store(ctx: StageContext, claim: PlanClaim, spec: JobSpec, tl: Timelin
     if rows:
         log.info("follow job %s: planned chunks %d..%d (late records in %d slot(s))",
                  claim.job_id, claim.next_seq, claim.next_seq + len(rows) - 1, len(check.late))
-        ctx.waker.poke()
+        ctx.wakers.poke("submit")

@@ -275,7 +275,7 @@ async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     if rows:
         log.info("job %s: planned chunks %d..%d", claim.job_id, claim.next_seq,
                  claim.next_seq + len(rows) - 1)
-        ctx.waker.poke()
+        ctx.wakers.poke("submit")
     return None
 
 
@@ -310,4 +310,4 @@ async def split_or_fail(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, *, e
         log.info("split of chunk %s skipped: %s", chunk_id, exc)
         return
     log.info("chunk %s (%s) split in two: %s", chunk_id, plan.recordset, reason)
-    ctx.waker.poke()
+    ctx.wakers.poke("submit")

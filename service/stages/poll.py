@@ -125,7 +125,7 @@ async def handle_reply(ctx: StageContext, claim: PollClaim, reply: ExportReply) 
     elif kind is StatusKind.EXPIRED:
         log.info("export %s expired; exporting the chunk again", claim.request_id)
         await repo.mark_export_expired(claim.export_id, error=reply_message(reply))
-        ctx.waker.poke()
+        ctx.wakers.poke("submit")
     elif kind is StatusKind.DONE:
         await _ready(ctx, claim, reply)
     elif kind is StatusKind.TOO_LARGE:
@@ -166,7 +166,7 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
                                               lease_token=claim.lease_token)
     if todo is not None:
         log.info("export %s ready: %d file(s), %d to fetch", claim.request_id, len(files), todo)
-        ctx.waker.poke()
+        ctx.wakers.poke("download", "submit")
 
 
 async def _chunk(ctx: StageContext, claim: PollClaim) -> dict[str, Any] | None:

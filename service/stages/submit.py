@@ -47,7 +47,8 @@ async def submit_tick(ctx: StageContext) -> bool:
             break
         did = True
         ctx.holding["submitting"].add(claim.chunk_id)
-        ctx.spawn(Submission(ctx, claim).run(), name=f"submit-{claim.chunk_id}")
+        ctx.spawn(Submission(ctx, claim).run(), name=f"submit-{claim.chunk_id}",
+                  wake=("submit",))
     return did
 
 
@@ -131,7 +132,7 @@ class Submission:
                 lease_token=claim.lease_token, method=reply.method or spec.effective_method,
                 protocol=reply.protocol or spec.protocol)
             log.info("chunk %s: export %s submitted", claim.chunk_id, reply.request_id)
-        ctx.waker.poke()
+        ctx.wakers.poke("poll", "download")
 
     async def _wait_for_pending(self, pending_ids: list[str]) -> bool:
         """Poll the exports JSOC says are pending until none is; False if stopping."""

@@ -1,0 +1,155 @@
+"""Group commit of file outcomes: many downloads, one transaction.
+
+Download lanes hand every outcome (done, retry, fail, release, progress) to the recorder and
+go on with the next file. The recorder commits what has gathered when ``max_batch`` outcomes are
+waiting or ``interval`` seconds after the first one, whichever comes first, and whenever a
+caller asks (``flush``). Before the commit it fsyncs the directories of the files renamed into
+place, so a row says ``done`` only once its file is durable; a crash before the commit leaves
+verified files in place whose rows lag, and those are adopted on restart (the disk is the
+journal). Progress outcomes of one file are coalesced (the newest wins).
+
+If the database cannot be reached the outcomes stay queued and the commit is tried again with
+a growing delay; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.db.repo import Repo
+from service.db.repo_files import FileOutcome
+from service.download.paths import fsync_path
+
+log = logging.getLogger(__name__)
+
+RETRY_MAX_SECONDS = 5.0
+
+
+@dataclass
+class _Entry:
+    outcome: FileOutcome
+    future: asyncio.Future[bool]
+    sync_dir: Path | None
+
+
+class OutcomeRecorder:
+    """Collects file outcomes and commits them in groups (see the module docstring)."""
+
+    def __init__(self, repo: Repo, *, max_batch: int = 256, interval: float = 0.2) -> None:
+        self.repo = repo
+        self.max_batch = max_batch
+        self.interval = interval
+        self.on_settled: Callable[[], None] | None = None  # after done/fail outcomes commit
+        self.lost: set[int] = set()  # files whose lease turned out to be gone
+        self._entries: list[_Entry] = []
+        self._progress: dict[int, int] = {}  # file id -> index of its queued progress entry
+        self._kick = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, outcome: FileOutcome, *, sync_dir: Path | None = None) -> asyncio.Future[bool]:
+        """Queue an outcome; the future says (after the commit) whether the fence held.
+        ``sync_dir``: a directory a file was renamed into, fsynced before the commit."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        queued = self._progress.get(outcome.file_id) if outcome.kind == "progress" else None
+        if queued is not None and self._entries[queued].outcome.lease_token == outcome.lease_token:
+            entry = self._entries[queued]
+            entry.outcome = _merge(entry.outcome, outcome)
+            return entry.future
+        if outcome.kind == "progress":
+            self._progress[outcome.file_id] = len(self._entries)
+        self._entries.append(_Entry(outcome, future, sync_dir))
+        self._ensure_running()
+        if len(self._entries) >= self.max_batch:
+            self._kick.set()
+        return future
+
+    async def flush(self) -> None:
+        """Commit everything queued so far (retrying while the database is unreachable)."""
+        delay = 0.05
+        while True:
+            try:
+                await self._commit()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("recording %d file outcome(s) failed; retrying in %.2fs",
+                              len(self._entries), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def close(self) -> None:
+        """Commit what is left and stop the background committer."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._entries:
+            await self.flush()
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="outcome-recorder")
+
+    async def _run(self) -> None:
+        while self._entries:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.interval)
+            self._kick.clear()
+            await self.flush()
+
+    async def _commit(self) -> None:
+        async with self._lock:
+            entries, self._entries, self._progress = self._entries, [], {}
+            if not entries:
+                return
+            try:
+                dirs = {e.sync_dir for e in entries if e.sync_dir is not None}
+                if dirs:
+                    await asyncio.to_thread(_fsync_dirs, dirs)
+                results = await self.repo.record_file_outcomes([e.outcome for e in entries])
+            except BaseException:
+                self._requeue(entries)
+                raise
+        self._settle(entries, results)
+
+    def _requeue(self, entries: list[_Entry]) -> None:
+        """Put a failed group back in front of what arrived meanwhile (order kept)."""
+        self._entries = entries + self._entries
+        self._progress = {e.outcome.file_id: i for i, e in enumerate(self._entries)
+                          if e.outcome.kind == "progress"}
+
+    def _settle(self, entries: list[_Entry], results: list[bool]) -> None:
+        final = False
+        for entry, ok in zip(entries, results, strict=True):
+            if not ok:
+                self.lost.add(entry.outcome.file_id)
+                if entry.outcome.kind in ("done", "progress"):
+                    log.warning("file %s: %s not recorded, its lease was lost",
+                                entry.outcome.file_id, entry.outcome.kind)
+            final = final or entry.outcome.kind in ("done", "fail")
+            if not entry.future.done():
+                entry.future.set_result(ok)
+        if final and self.on_settled is not None:
+            self.on_settled()
+
+
+def _merge(old: FileOutcome, new: FileOutcome) -> FileOutcome:
+    """Two progress reports of one file: the newer values, keeping validators already set."""
+    return FileOutcome(new.file_id, "progress", new.lease_token,
+                       bytes_done=new.bytes_done if new.bytes_done is not None
+                       else old.bytes_done,
+                       etag=new.etag or old.etag, last_modified=new.last_modified
+                       or old.last_modified, lease_seconds=new.lease_seconds or old.lease_seconds)
+
+
+def _fsync_dirs(dirs: set[Path]) -> None:
+    for path in dirs:
+        fsync_path(path)

@@ -1,0 +1,152 @@
+"""The per-file work of a download lane, without its failure policy: progress reports, the
+lease check before a file is put in place, placing a fetched file, linking a stored copy, and
+adopting a verified file already at its destination (the disk is the journal).
+
+Every outcome goes to the worker's group-commit recorder; none of these waits for a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from service.db.repo import FileClaim
+from service.db.repo_files import FileOutcome
+from service.download.fetch import FetchResult, place_part
+from service.download.paths import part_path, replace_durably, safe_join
+from service.download.verify import VerificationError, sha256_file, verify_file
+from service.stages.context import StageContext
+
+log = logging.getLogger(__name__)
+
+
+class LeaseGone(Exception):
+    """The file's lease was taken over (or the job cancelled): stop writing it."""
+
+
+def record(ctx: StageContext, outcome: FileOutcome,
+           sync_dir: Path | None = None) -> asyncio.Future[bool]:
+    """Queue an outcome for the next group commit; a final one ends this worker's hold."""
+    if outcome.kind != "progress":
+        ctx.holding["downloading"].discard(outcome.file_id)
+    return ctx.recorder.add(outcome, sync_dir=sync_dir)
+
+
+class Progress:
+    """fetch_file callbacks: progress and validators go to the recorder (coalesced); a lease
+    known to be lost stops the transfer."""
+
+    def __init__(self, ctx: StageContext, claim: FileClaim) -> None:
+        self.ctx, self.claim = ctx, claim
+        self.bytes_done = claim.bytes_done
+
+    def _check(self) -> None:
+        if self.claim.file_id in self.ctx.recorder.lost:
+            raise LeaseGone
+
+    async def progress(self, done: int) -> None:
+        self._check()
+        self.bytes_done = done
+        record(self.ctx, FileOutcome(self.claim.file_id, "progress", self.claim.lease_token,
+                                     bytes_done=done,
+                                     lease_seconds=self.ctx.settings.lease_seconds))
+
+    async def validator(self, value: str | None) -> None:
+        """A fresh (200) response: its ETag / Last-Modified, for resuming later."""
+        self._check()
+        self.bytes_done = 0
+        is_etag = value is not None and value.startswith(('"', "W/"))
+        record(self.ctx, FileOutcome(
+            self.claim.file_id, "progress", self.claim.lease_token, bytes_done=0,
+            etag=value if is_etag else None,
+            last_modified=value if value is not None and not is_etag else None))
+
+
+async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
+                       bytes_done: int) -> bool:
+    """May this worker put the file in place? Yes while the lease surely holds (known from
+    the claim and the renewals); past that, ask the database (and extend the lease)."""
+    if claim.file_id in ctx.recorder.lost:
+        return False
+    if time.monotonic() < ctx.lease_valid_until(claimed_at):
+        return True
+    try:
+        held = await ctx.repo.update_file_progress(claim.file_id, bytes_done, claim.lease_token,
+                                                   lease_seconds=ctx.settings.lease_seconds)
+    except Exception:
+        log.exception("file %s: could not confirm its lease", claim.file_id)
+        return False
+    if not held:
+        ctx.recorder.lost.add(claim.file_id)
+    return held
+
+
+async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult,
+                        dest: Path) -> None:
+    """Verify, fsync and rename a complete part file, then record it done (the directory is
+    fsynced by the group commit). Raises FetchVerifyError for a bad file."""
+    size = await asyncio.to_thread(place_part, result.path, dest,
+                                   expected_size=claim.size_expected, sync_dir=False)
+    sha = result.sha256 or (await asyncio.to_thread(sha256_file, dest)).hexdigest()
+    record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
+           sync_dir=dest.parent)
+
+
+async def adopt_in_place(ctx: StageContext, claim: FileClaim, dest: Path) -> bool:
+    """A verified file already at the destination whose row did not say so (the process died
+    between the rename and the commit): record it done instead of fetching it again. A file
+    recorded there for other content is left to be replaced."""
+    if not dest.is_file():
+        return False
+    known = await ctx.repo.stored_key_at(claim.dest_path)
+    if known is not None and known != claim.file_key:
+        return False
+    try:
+        size, sha = await asyncio.to_thread(_verified, dest, claim.size_expected)
+    except (OSError, VerificationError) as exc:
+        log.info("file %s: %s is not a complete copy (%s); fetching it", claim.file_id, dest, exc)
+        return False
+    log.info("file %s: adopted the verified file already at %s", claim.file_id, dest)
+    record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
+           sync_dir=dest.parent)
+    return True
+
+
+def _verified(path: Path, expected: int | None) -> tuple[int, str]:
+    verify_file(path, expected_size=expected)
+    return path.stat().st_size, sha256_file(path).hexdigest()
+
+
+async def link_stored(ctx: StageContext, claim: FileClaim) -> None:
+    """Place an already stored file (hard link, else copy), verified, and record it done.
+    Raises OSError / VerificationError when the stored copy is unusable."""
+    assert claim.source_path is not None
+    source = safe_join(ctx.download_root, claim.source_path)
+    dest = safe_join(ctx.download_root, claim.dest_path)
+    size, sha = await asyncio.to_thread(_link_verified, source, dest, claim.size_expected)
+    record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
+           sync_dir=dest.parent)
+
+
+def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int, str]:
+    """Hard-link (or copy) source to dest via a .part name; returns (size, sha256)."""
+    if not source.is_file():
+        raise FileNotFoundError(f"{source} is missing")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(dest)
+    part.unlink(missing_ok=True)
+    try:
+        os.link(source, part)
+    except OSError:
+        shutil.copyfile(source, part)
+    try:
+        size, sha = _verified(part, expected)
+    except (OSError, VerificationError):
+        part.unlink(missing_ok=True)
+        raise
+    replace_durably(part, dest, sync_dir=False)  # a copy must reach the disk before the rename
+    return size, sha
