@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jsocsim.config import OFFLINE_MODES, FaultConfig, make_config
+from jsocsim.config import OFFLINE_MODES, STAGING_MODELS, FaultConfig, make_config
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+STAGING_FLAGS = ("staging_delay", "staging_per_record", "staging_per_mb", "staging_slots")
 
 
 def parse_size(text: str) -> int:
@@ -72,7 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--email", action="append", default=[], help="registered notify address (repeatable)")
     add("--pending-email", action="append", default=[],
         help="address whose registration is pending (checkAddress status 3; repeatable)")
-    add("--staging-delay", type=float, default=1.0, help="seconds in status 2, then in 1")
+    add("--staging-model", choices=sorted(STAGING_MODELS), default=None,
+        help="base staging figures: jsoc (realistic; the default when no --staging-* flag is "
+             "given) or flat (1 s, no costs, no queue; the default when one is)")
+    add("--staging-delay", type=float, default=None,
+        help="base staging seconds, half in status 2, the rest in 1 (jsoc 20, flat 1)")
+    add("--staging-per-record", type=float, default=None,
+        help="extra staging seconds per record (jsoc 0.5, flat 0)")
+    add("--staging-per-mb", type=float, default=None,
+        help="extra staging seconds per MB of the export (jsoc 0.1, flat 0)")
+    add("--staging-slots", type=int, default=None,
+        help="exports staged at once site-wide, others queue; 0 = no limit (jsoc 3, flat 0)")
+    add("--latency", type=float, default=0.0,
+        help="seconds before every CGI and file response, like a round trip (default 0)")
     add("--export-expiry", type=float, default=7 * 86400.0,
         help="seconds after completion until an export reports status 5 (default 7 days)")
     add("--file-size", type=parse_size, default=64 * 1024,
@@ -116,6 +129,16 @@ async def serve(options: dict[str, Any]) -> None:
         await emulator.stop()
 
 
+def apply_staging_model(args: dict[str, Any]) -> None:
+    """Fill unset --staging-* options from --staging-model (default: jsoc when no staging
+    flag was given, flat otherwise, so `--staging-delay 0.5` keeps meaning 0.5 s)."""
+    model = args.pop("staging_model")
+    given = {name: args[name] for name in STAGING_FLAGS if args[name] is not None}
+    if model is None:
+        model = "flat" if given else "jsoc"
+    args.update({**STAGING_MODELS[model], **given})
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     args = vars(build_parser().parse_args(argv))
@@ -124,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = dict(args.pop("fault"))
     args["emails"] = args.pop("email")
     args["pending_emails"] = args.pop("pending_email")
+    apply_staging_model(args)
     try:
         args["faults"] = FaultConfig().updated(**faults)
         make_config(**args)  # validate before binding

@@ -13,6 +13,20 @@ from typing import Any
 
 OFFLINE_MODES = ("status25", "tape")
 
+# Staging models (docs/emulator.md, "Latency and staging time"). FLAT_STAGING is what
+# EmulatorConfig defaults to: a fixed staging_delay, no per-record/per-MB cost, no queue.
+# JSOC_STAGING follows jsoc-protocol.md: the first estimate is 10 s (L11), a one-file fits
+# export is ready in tens of seconds and drms allows 60 s for it (L15: one 15 MB HMI file took
+# 38.8 s including its download); per-record/per-MB costs and 3 slots are estimates.
+FLAT_STAGING: dict[str, float] = {"staging_delay": 1.0, "staging_per_record": 0.0,
+                                  "staging_per_mb": 0.0, "staging_slots": 0}
+JSOC_STAGING: dict[str, float] = {"staging_delay": 20.0, "staging_per_record": 0.5,
+                                  "staging_per_mb": 0.1, "staging_slots": 3}
+STAGING_MODELS = {"flat": FLAT_STAGING, "jsoc": JSOC_STAGING}
+# EmulatorConfig fields that POST /_sim/config may change while the emulator runs.
+RUNTIME_FIELDS = ("latency", "bandwidth", "staging_delay", "staging_per_record",
+                  "staging_per_mb", "staging_slots", "tape_delay")
+
 
 @dataclass
 class FaultConfig:
@@ -110,7 +124,11 @@ class EmulatorConfig:
     port: int = 0
     emails: list[str] = field(default_factory=list)  # registered notify addresses (status 2)
     pending_emails: list[str] = field(default_factory=list)  # registration pending (status 3)
-    staging_delay: float = 1.0  # seconds an export spends in 2, then in 1, before 0
+    staging_delay: float = 1.0  # base staging seconds: half in status 2, the rest in 1
+    staging_per_record: float = 0.0  # extra staging seconds per exported record
+    staging_per_mb: float = 0.0  # extra staging seconds per MB of the export's size
+    staging_slots: int = 0  # exports staged at once site-wide; the rest queue (0 = no limit)
+    latency: float = 0.0  # seconds before every CGI and file response (a network round trip)
     export_expiry: float = 7 * 86400.0  # seconds after completion until exp_status says 5
     file_size: int = 64 * 1024  # bytes of generated image data per file
     pending_per_email: int = 1  # pending exports per email before status 7
@@ -138,10 +156,14 @@ class EmulatorConfig:
                 f"offline_mode must be one of {OFFLINE_MODES}, got {self.offline_mode!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        for name in ("staging_delay", "export_expiry", "pending_timeout", "dup_window",
-                     "tape_delay", "bandwidth"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)!r}")
+        for name in ("staging_delay", "staging_per_record", "staging_per_mb", "latency",
+                     "export_expiry", "pending_timeout", "dup_window", "tape_delay",
+                     "bandwidth", "staging_slots"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.staging_slots != int(self.staging_slots):
+            raise ValueError(f"staging_slots must be a whole number, got {self.staging_slots!r}")
         for name in ("file_size", "pending_per_email", "pending_per_ip", "max_export_mb",
                      "download_connections_per_client"):
             if getattr(self, name) < 1:
@@ -162,3 +184,23 @@ def make_config(**options: Any) -> EmulatorConfig:
     if isinstance(faults, dict):
         options["faults"] = FaultConfig().updated(**faults)
     return EmulatorConfig(**options)
+
+
+def update_runtime(config: EmulatorConfig, **changes: Any) -> dict[str, Any]:
+    """Change RUNTIME_FIELDS of a running emulator's `config` in place; returns their values.
+
+    Unknown or fixed fields and bad values raise ValueError, leaving `config` unchanged.
+    """
+    fixed = sorted(set(changes) - set(RUNTIME_FIELDS))
+    if fixed:
+        raise ValueError(f"option(s) {fixed} cannot change at run time; "
+                         f"accepted: {list(RUNTIME_FIELDS)}")
+    dataclasses.replace(config, **changes)  # validates without touching `config`
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return runtime_view(config)
+
+
+def runtime_view(config: EmulatorConfig) -> dict[str, Any]:
+    """The current values of RUNTIME_FIELDS."""
+    return {name: getattr(config, name) for name in RUNTIME_FIELDS}

@@ -1,4 +1,4 @@
-"""/_sim/* control endpoints: stats, manifest, faults, clock, reset (all JSON)."""
+"""/_sim/* control endpoints: stats, manifest, faults, config, clock, reset (all JSON)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jsocsim.config import runtime_view, update_runtime
 from jsocsim.state import SimState, get_state, parse_time_to_tai
 
 
@@ -60,6 +61,21 @@ async def handle_faults(request: web.Request) -> web.Response:
     return web.json_response(state.faults.summary())
 
 
+async def handle_config(request: web.Request) -> web.Response:
+    """GET shows, POST changes the run-time options (latency, bandwidth, staging_*, tape_delay).
+
+    Staging changes apply to exports requested afterwards.
+    """
+    state = get_state(request)
+    if request.method == "POST":
+        try:
+            return web.json_response(update_runtime(state.config,
+                                                    **await read_json_object(request)))
+        except (ValueError, TypeError) as exc:
+            return bad_request(str(exc))
+    return web.json_response(runtime_view(state.config))
+
+
 async def handle_clock(request: web.Request) -> web.Response:
     """POST {"advance": seconds} or {"now": "<JSOC/ISO time>"}; GET shows the clock."""
     state = get_state(request)
@@ -95,6 +111,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/manifest", handle_manifest)
     app.router.add_get("/_sim/faults", handle_faults)
     app.router.add_post("/_sim/faults", handle_faults)
+    app.router.add_get("/_sim/config", handle_config)
+    app.router.add_post("/_sim/config", handle_config)
     app.router.add_get("/_sim/clock", handle_clock)
     app.router.add_post("/_sim/clock", handle_clock)
     app.router.add_post("/_sim/reset", handle_reset)

@@ -3,8 +3,9 @@
 `ExportManager.request()` runs jsoc_fetch's exp_request pipeline in JSOC's order: address
 check -> pending limits -> parse -> quality filter -> open records (n limit) -> duplicate ->
 survey -> size -> quick path / full export. A full export moves 2 -> 1 -> 0 on the SimState
-clock (`staging_delay`, half in each state); its files are written in a worker thread meanwhile
-and it reports 0 only once they are on disk. `status()` answers exp_status. Faults: failing,
+clock as staging.py schedules it (queue for a site-wide slot, then a base delay plus costs per
+record and per MB); its files are written in a worker thread meanwhile and it reports 0 only
+once they are on disk. `status()` answers exp_status. Faults: failing,
 stuck and early-expiring exports, status 6 for the first polls, offline storage units.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from jsocsim.cgi_fetch import ExportRequestError, RequestParams, build_plan
 from jsocsim.cgi_info import check_address
+from jsocsim.staging import schedule
 from jsocsim.state import SimState
 from jsocsim.store import ExportPlan, write_export_dir
 from jsocsim.timeslots import format_time
@@ -42,7 +44,8 @@ class Export:
     client_ip: str
     plan: ExportPlan
     submitted: float
-    ready_at: float
+    picked_up: float  # 2 -> 1: got a staging slot and the export manager took it
+    ready_at: float  # 1 -> 0 (once the files are on disk)
     stored_status: int | None = None  # 4 failed / 25 intervention: fixed outcomes
     error: str = ""
     stuck: bool = False
@@ -57,7 +60,7 @@ class Export:
 
 def _wait_hint(seconds: float) -> int:
     """`wait` as JSOC prints it: whole seconds, negative when the estimate has passed."""
-    return math.ceil(seconds)
+    return math.ceil(round(seconds, 6))  # no 52 for 51.000000001 s of clock arithmetic
 
 
 class ExportManager:
@@ -86,8 +89,7 @@ class ExportManager:
             return export.stored_status
         if export.deleted:
             return 5
-        halfway = export.submitted + (export.ready_at - export.submitted) / 2
-        if now < halfway:
+        if now < export.picked_up:
             return 2
         if export.stuck or now < export.ready_at:
             return 1
@@ -215,25 +217,30 @@ class ExportManager:
     def _start_export(self, plan: ExportPlan, email: str, ip: str, now: float) -> dict[str, Any]:
         requestid = self.new_request_id()
         config, faults = self.state.config, self.state.faults
-        delay = config.staging_delay
-        if plan.offline and config.offline_mode == "tape":
-            delay += config.tape_delay
-        export = Export(requestid=requestid, email=email, client_ip=ip, plan=plan,
-                        submitted=now, ready_at=now + delay)
-        self.exports[requestid] = export
         if plan.offline and config.offline_mode == "status25":
-            export.stored_status = 25
+            self.exports[requestid] = Export(requestid=requestid, email=email, client_ip=ip,
+                                             plan=plan, submitted=now, picked_up=now,
+                                             ready_at=now, stored_status=25)
             return {"status": 25, "requestid": requestid, "error": (
                 "One or more data files are offline; please send a request for help to "
                 "jsoc@sun.stanford.edu and we will place the requested data online, and then "
                 f"you may try again; {requestid}")}
+        slot = schedule(config, now, self._busy_until(), plan.rcount, plan.size_mb,
+                        tape=plan.offline and config.offline_mode == "tape")
+        export = Export(requestid=requestid, email=email, client_ip=ip, plan=plan,
+                        submitted=now, picked_up=slot.picked_up, ready_at=slot.ready_at)
+        self.exports[requestid] = export
         export.stuck = faults.roll("export_stuck", requestid)
         export.fail = not export.stuck and faults.roll("export_fail", requestid)
         if not export.fail:
             export.task = self._stage_later(export)
         return {"status": 2, "requestid": requestid, "method": plan.method,
-                "protocol": plan.protocol, "wait": _wait_hint(delay), "rcount": plan.rcount,
-                "size": plan.size_mb}
+                "protocol": plan.protocol, "wait": _wait_hint(export.ready_at - now),
+                "rcount": plan.rcount, "size": plan.size_mb}
+
+    def _busy_until(self) -> list[float]:
+        """End times of the exports holding or waiting for a staging slot (not status 25)."""
+        return [e.ready_at for e in self.exports.values() if e.stored_status != 25]
 
     def _stage_later(self, export: Export) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from jsocsim import cgi_info, control, files
-from jsocsim.config import EmulatorConfig, make_config
+from jsocsim.config import EmulatorConfig, make_config, update_runtime
 from jsocsim.faults import Faults
 from jsocsim.state import STATE_KEY, SimClock, SimState, client_ip, get_state
 from jsocsim.stats import Stats
@@ -62,6 +62,19 @@ def plain_error(status: int, text: str, retry_after: float | None = None) -> web
 
 
 @web.middleware
+async def latency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Holds every CGI and file response `config.latency` seconds (a network round trip).
+
+    The wait comes before anything else (outages, refusals, 206 and 416 answers included);
+    /_sim/* control calls are not delayed. asyncio.sleep: other requests proceed meanwhile.
+    """
+    latency = get_state(request).config.latency
+    if latency > 0 and not request.path.startswith("/_sim/"):
+        await asyncio.sleep(latency)
+    return await handler(request)
+
+
+@web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Counts CGI calls and applies outages, slow responses and CGI 500s."""
     if request.path.startswith("/_sim/"):
@@ -103,7 +116,7 @@ def jsoc_fetch_handler() -> Handler:
 
 def create_app(state: SimState) -> web.Application:
     """The emulator's aiohttp application for `state`."""
-    app = web.Application(middlewares=[fault_middleware])
+    app = web.Application(middlewares=[latency_middleware, fault_middleware])
     app[STATE_KEY] = state
     cgis: dict[str, Handler] = {
         "show_series": cgi_info.handle_show_series,
@@ -162,6 +175,11 @@ class Emulator:
     def set_faults(self, **changes: Any) -> dict[str, Any]:
         """Change fault settings (same as POST /_sim/faults); returns the new configuration."""
         return self.state.faults.update(**changes).as_dict()
+
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change latency, bandwidth or staging options while running (same as POST
+        /_sim/config); returns the current values of every run-time option."""
+        return update_runtime(self.config, **changes)
 
     def advance_clock(self, seconds: float) -> float:
         """Move the simulated clock forward; returns the new TAI seconds."""
