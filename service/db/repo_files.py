@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import bindparam, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -52,11 +52,16 @@ class FileOutcome:
     lease_seconds: float | None = None  # progress: extend the lease
 
 
-def _claimable(t: datetime) -> Any:
-    """Pending files that are due, or downloading files whose lease expired."""
-    return or_(and_(File.state == "pending",
-                    or_(File.next_attempt_at.is_(None), File.next_attempt_at <= t)),
-               and_(File.state == "downloading", File.lease_expires_at <= t))
+def _claimable(t: datetime, expired: bool) -> list[Any]:
+    """Pending files that are due, or (``expired``) downloading files whose lease expired.
+
+    Two separate conditions, each with an equality on ``state``, so the claim walks the
+    ``(job_id, host, state, chunk_id, id)`` index in order instead of sorting the job's files.
+    """
+    if expired:
+        return [File.state == "downloading", File.lease_expires_at <= t]
+    return [File.state == "pending",
+            or_(File.next_attempt_at.is_(None), File.next_attempt_at <= t)]
 
 
 def _not_fetched_elsewhere(t: datetime) -> Any:
@@ -66,12 +71,19 @@ def _not_fetched_elsewhere(t: datetime) -> Any:
                            _Other.state == "downloading", _Other.lease_expires_at > t)
 
 
-def _ready_for(host: str, t: datetime) -> Any:
+def _ready_for(host: str, t: datetime, expired: bool) -> Any:
     """Files of ``host`` that a claim may take now (export ready, job running)."""
     return (select(File.id).join(Export, Export.id == File.export_id)
             .join(Job, Job.id == File.job_id)
-            .where(File.host == host, _claimable(t), Export.state == "ready",
+            .where(File.host == host, *_claimable(t, expired), Export.state == "ready",
                    Job.state == "running", _not_fetched_elsewhere(t)))
+
+
+async def _has_work(s: AsyncSession, host: str, t: datetime) -> bool:
+    for expired in (False, True):
+        if await s.scalar(_ready_for(host, t, expired).limit(1)) is not None:
+            return True
+    return False
 
 
 class FilesMixin(RepoBase):
@@ -93,7 +105,7 @@ class FilesMixin(RepoBase):
 
         async def tx(s: AsyncSession) -> list[FileClaim]:
             t = self.now(now)
-            if await s.scalar(_ready_for(host, t).limit(1)) is None:
+            if not await _has_work(s, host, t):
                 return []  # nothing to do: skip the slot lock (and its write)
             await self._lock_slot(s, HostSlot, host, t)
             free = max_per_host - await self._active_connections(s, host, lane, t)
@@ -129,20 +141,25 @@ class FilesMixin(RepoBase):
 
     async def _next_job(self, s: AsyncSession, host: str, t: datetime) -> str | None:
         """The running job to serve next on ``host``: priority, then least recently served."""
+        ready = or_(*(_ready_for(host, t, expired).where(File.job_id == Job.id).exists()
+                      for expired in (False, True)))
         return await s.scalar(
-            select(Job.id).where(Job.state == "running",
-                                 _ready_for(host, t).where(File.job_id == Job.id).exists())
+            select(Job.id).where(Job.state == "running", ready)
             .order_by(Job.priority.desc(), Job.files_served_at.asc().nulls_first(),
                       Job.created_at, Job.id).limit(1))
 
     async def _pick_files(self, s: AsyncSession, job_id: str, host: str, t: datetime,
                           count: int, max_bytes: int | None) -> list[File]:
-        rows = (await s.execute(
-            select(File).join(Export, Export.id == File.export_id)
-            .where(File.job_id == job_id, File.host == host, _claimable(t),
-                   Export.state == "ready", _not_fetched_elsewhere(t))
-            .order_by(File.chunk_id, File.id).limit(count)
-            .with_for_update(of=File, skip_locked=True))).scalars().all()
+        rows: list[File] = []
+        for expired in (True, False):  # work a dead worker left first, then pending files
+            rows += (await s.execute(
+                select(File).join(Export, Export.id == File.export_id)
+                .where(File.job_id == job_id, File.host == host, *_claimable(t, expired),
+                       Export.state == "ready", _not_fetched_elsewhere(t))
+                .order_by(File.chunk_id, File.id).limit(count - len(rows))
+                .with_for_update(of=File, skip_locked=True))).scalars().all()
+            if len(rows) >= count:
+                break
         picked: list[File] = []
         total = 0
         for f in rows:
@@ -179,8 +196,7 @@ class FilesMixin(RepoBase):
         async def tx(s: AsyncSession) -> list[str]:
             t = self.now(now)
             hosts = (await s.execute(select(HostSlot.host).order_by(HostSlot.host))).scalars()
-            return [h for h in list(hosts)
-                    if await s.scalar(_ready_for(h, t).limit(1)) is not None]
+            return [h for h in list(hosts) if await _has_work(s, h, t)]
         return await self._run(tx, read_only=True)
 
     # -- outcomes ----------------------------------------------------------------------------
@@ -196,18 +212,24 @@ class FilesMixin(RepoBase):
         async def tx(s: AsyncSession) -> list[bool]:
             t = self.now(now)
             deltas = ChunkDeltas()
-            results = [await self._apply(s, o, t, deltas) for o in outcomes]
+            results: dict[int, bool] = {}
+            for o in outcomes:  # progress first: it never follows a final outcome of a lease
+                if o.kind == "progress":
+                    results[id(o)] = await self._apply_progress(s, o, t)
+            done = [o for o in outcomes if o.kind == "done"]
+            if done:
+                results.update(await self._apply_done(s, done, t, deltas))
+            for o in outcomes:
+                if o.kind not in ("progress", "done"):
+                    results[id(o)] = await self._apply(s, o, t, deltas)
             for chunk_id in await deltas.apply(s):
                 await self._refresh_chunk(s, chunk_id)
-            return results
+            return [results[id(o)] for o in outcomes]
         return await self._run(tx)
 
     async def _apply(self, s: AsyncSession, o: FileOutcome, t: datetime,
                      deltas: ChunkDeltas) -> bool:
-        if o.kind == "done":
-            return await self._apply_done(s, o, t, deltas)
-        if o.kind == "progress":
-            return await self._apply_progress(s, o, t)
+        """A retry, failure or release of one file (rare: one statement each)."""
         states = ("pending", "downloading") if o.kind == "fail" else ("downloading",)
         values: dict[str, Any] = {"updated_at": t, **CLEARED}
         if o.bytes_done is not None:
@@ -247,45 +269,63 @@ class FilesMixin(RepoBase):
                                  .values(values))
         return result.rowcount == 1
 
-    async def _apply_done(self, s: AsyncSession, o: FileOutcome, t: datetime,
-                          deltas: ChunkDeltas) -> bool:
-        if o.sha256 is None or o.size is None:
-            raise ValueError(f"file {o.file_id}: a done outcome needs sha256 and size")
-        values: dict[str, Any] = {"state": "done", "sha256": o.sha256, "bytes_done": o.size,
-                                  "error": None, "updated_at": t, **CLEARED}
-        if o.path is not None:
-            values["dest_path"] = o.path
-        row = (await s.execute(guarded(File).where(*self._fence(o, ("downloading",)))
-                               .values(values)
-                               .returning(File.chunk_id, File.file_key, File.dest_path))
-               ).one_or_none()
-        if row is None:
-            return False
-        deltas.move(row.chunk_id, "downloading", "done", o.size)
-        await s.execute(self.insert(StoredFile).values(
-            file_key=row.file_key, path=row.dest_path, size=o.size, sha256=o.sha256,
-            created_at=t).on_conflict_do_nothing())
-        await self._place_twins(s, o.file_id, row.file_key, row.dest_path, o.size, o.sha256,
-                                t, deltas)
-        return True
+    async def _apply_done(self, s: AsyncSession, outcomes: list[FileOutcome], t: datetime,
+                          deltas: ChunkDeltas) -> dict[int, bool]:
+        """Finished files, in a few statements whatever their number: read and lock the rows,
+        keep those whose fence holds, then update them and list them as stored in bulk."""
+        for o in outcomes:
+            if o.sha256 is None or o.size is None:
+                raise ValueError(f"file {o.file_id}: a done outcome needs sha256 and size")
+        query = select(File.id, File.lease_token, File.state, File.chunk_id, File.file_key,
+                       File.dest_path).where(File.id.in_([o.file_id for o in outcomes]))
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        rows = {r.id: r for r in (await s.execute(query)).all()}
+        held = [o for o in outcomes if (r := rows.get(o.file_id)) is not None
+                and r.state == "downloading"
+                and (o.lease_token is None or o.lease_token == r.lease_token)]
+        if held:
+            await self._store_done(s, held, rows, t, deltas)
+        kept = {id(o) for o in held}
+        return {id(o): id(o) in kept for o in outcomes}
 
-    async def _place_twins(self, s: AsyncSession, file_id: int, key: str, path: str,
-                           size: int, sha: str, t: datetime, deltas: ChunkDeltas) -> None:
-        """Other jobs' pending rows of the same content: done in place when they want the same
-        path, else copied from it (host ``local``) instead of fetched again."""
+    async def _store_done(self, s: AsyncSession, held: list[FileOutcome], rows: dict[int, Any],
+                          t: datetime, deltas: ChunkDeltas) -> None:
+        table, conn = File.__table__, await s.connection()
+        params = [{"b_id": o.file_id, "b_sha": o.sha256, "b_size": o.size,
+                   "b_path": o.path or rows[o.file_id].dest_path} for o in held]
+        await conn.execute(
+            table.update().where(table.c.id == bindparam("b_id"))
+            .values(state="done", sha256=bindparam("b_sha"), bytes_done=bindparam("b_size"),
+                    dest_path=bindparam("b_path"), error=None, updated_at=t, **CLEARED),
+            params)
+        await conn.execute(self.insert(StoredFile.__table__).on_conflict_do_nothing(), [
+            {"file_key": rows[p["b_id"]].file_key, "path": p["b_path"], "size": p["b_size"],
+             "sha256": p["b_sha"], "created_at": t} for p in params])
+        for o in held:
+            deltas.move(rows[o.file_id].chunk_id, "downloading", "done", o.size or 0)
+        await self._place_twins(s, {rows[p["b_id"]].file_key: p for p in params}, t, deltas)
+
+    async def _place_twins(self, s: AsyncSession, done: dict[str, dict[str, Any]],
+                           t: datetime, deltas: ChunkDeltas) -> None:
+        """Other jobs' pending rows of content just finished (``done``: key -> the finished
+        file's params): done in place when they want the same path, else copied from it
+        (host ``local``) instead of fetched again."""
         twins = (await s.execute(
-            select(File.id, File.chunk_id, File.dest_path)
-            .where(File.file_key == key, File.id != file_id, File.state == "pending",
+            select(File.id, File.chunk_id, File.dest_path, File.file_key)
+            .where(File.file_key.in_(list(done)), File.state == "pending",
                    File.source_path.is_(None)))).all()
-        for twin_id, chunk_id, dest in twins:
-            if dest == path:
+        for twin_id, chunk_id, dest, key in twins:
+            first = done[key]
+            if dest == first["b_path"]:
                 await s.execute(guarded(File).where(File.id == twin_id).values(
-                    state="done", sha256=sha, bytes_done=size, updated_at=t, **CLEARED))
-                deltas.move(chunk_id, "pending", "done", size)
+                    state="done", sha256=first["b_sha"], bytes_done=first["b_size"],
+                    updated_at=t, **CLEARED))
+                deltas.move(chunk_id, "pending", "done", first["b_size"])
             else:
                 await s.execute(guarded(File).where(File.id == twin_id).values(
-                    host=LOCAL_HOST, source_path=path, updated_at=t))
-        if any(dest != path for _, _, dest in twins):
+                    host=LOCAL_HOST, source_path=first["b_path"], updated_at=t))
+        if twins:
             await self._register_hosts(s, [LOCAL_HOST])
 
     async def update_file_progress(self, file_id: int, bytes_done: int, lease_token: int, *,

@@ -197,7 +197,7 @@ def test_sigkilled_worker_is_taken_over_after_its_lease_expires(cluster) -> None
     survivors = [w.worker_id for w in c.workers if w is not victim and w.worker_id]
     assert victim_id and len(survivors) == 2
     row = next(f for f in job_files(c.api, job["id"]) if f["id"] == held["id"])
-    assert row["state"] == "downloading", row  # still leased to the dead worker
+    assert row["state"] in ("downloading", "pending"), row  # leased, or released already
 
     final = c.wait_job(job["id"], timeout=90)
     assert final["state"] == "succeeded", final
@@ -215,6 +215,7 @@ def test_sigkilled_worker_is_taken_over_after_its_lease_expires(cluster) -> None
     assert any(("downloading", str(held["id"])) in c.held[wid] for wid in survivors), c.held
     listed = c.listed()
     assert not listed[victim_id]["alive"], listed[victim_id]
-    assert listed[victim_id]["stopped_at"] is None  # it never said goodbye
+    # it never said goodbye: a survivor on this host saw its process gone and released its work
+    assert listed[victim_id]["stopped_at"] is not None
     assert_listed_alive(c, listed, survivors)
     assert sim_stats(c.jsoc)["violations"] == 0
