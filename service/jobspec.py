@@ -252,7 +252,8 @@ class JobSpec(BaseModel):
 
     @property
     def effective_method(self) -> str:
-        """``auto`` -> url_quick for as-is, url for fits; url_quick with fits -> url (as drms)."""
+        """``auto`` -> url_quick for as-is, url for fits; url_quick with fits -> url (as drms).
+        Per chunk, ``auto`` may still become url-tar (``stages.method_choice``)."""
         if self.method == "auto":
             return "url_quick" if self.protocol == "as-is" else "url"
         if self.method == "url_quick" and self.protocol != "as-is":

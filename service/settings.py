@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     commit_seconds: float = Field(
         0.2, gt=0, description="longest wait before a file outcome is committed")
     max_chunk_records: int = Field(5_000, ge=1)
+    tar_min_files: int = Field(
+        500, ge=1, description="method auto: export a chunk as url-tar when it has at least "
+        "this many files (estimated) and they are small (see tar_max_mean_mb); url-tar pays "
+        "JSOC's staging time, per-file requests pay a round trip each")
+    tar_max_mean_mb: float = Field(
+        4.0, ge=0, description="method auto: url-tar only for chunks whose files are at most "
+        "this many MB on average (0: never url-tar)")
     max_chunk_mb: int = Field(20_000, ge=1, le=100_000)
 
     poll_min: float = Field(5.0, gt=0)

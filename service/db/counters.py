@@ -5,6 +5,7 @@ Completion checks and job status read these counters instead of counting file ro
 cost the same for a job of ten files or ten million. The hot path (a file finishing, failing,
 being retried) applies deltas; rare operations (an export listing its files, a chunk failing,
 a job cancelled or retried) recount the chunks they touched, which is bounded by a chunk's size.
+The tar row of a url-tar export is not a file of the job and is never counted (its members are).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Chunk, File
+from service.db.tar_rows import NOT_TAR_ROW
 
 BUCKETS = {"pending": "files_open", "downloading": "files_open", "done": "files_done",
            "failed": "files_failed", "skipped": "files_skipped"}
@@ -65,7 +67,7 @@ async def recount_chunks(s: AsyncSession, chunk_ids: Iterable[int]) -> None:
             func.coalesce(func.sum(case((File.state == "done", File.bytes_done), else_=0)), 0),
             func.coalesce(func.sum(case((File.state != "skipped", File.size_expected),
                                         else_=0)), 0),
-        ).where(File.chunk_id == chunk_id))).one()
+        ).where(File.chunk_id == chunk_id, NOT_TAR_ROW))).one()
         await s.execute(update(Chunk).where(Chunk.id == chunk_id)
                         .values(dict(zip(COUNTERS, map(int, row), strict=True)))
                         .execution_options(synchronize_session=False))

@@ -10,6 +10,7 @@ The methods are grouped in mixins by concern (one module each):
                     split_chunk, fail_chunk
 * ``repo_files``    claim_files_to_download (per-host limit), update_file_progress (fenced),
                     finish_file, fail_file, schedule_retry, release_file, stored files
+* ``repo_tars``     the same, extended with the outcomes of url-tar tar rows; tar_members
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
 
 Conventions: each call is one short transaction (never network I/O inside); invalid user state
@@ -33,14 +34,14 @@ from service.db.repo_base import (
     RepoError,
 )
 from service.db.repo_exports import ExportsMixin
-from service.db.repo_files import FilesMixin
 from service.db.repo_jobs import JobsMixin
 from service.db.repo_outcomes import OutcomesMixin
 from service.db.repo_plan import PlanMixin
+from service.db.repo_tars import TarsMixin
 from service.db.repo_workers import WorkersMixin
 
 
-class Repo(JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, FilesMixin, WorkersMixin):
+class Repo(JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin, WorkersMixin):
     """The service's database API (see the module docstring)."""
 
 

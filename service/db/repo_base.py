@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Self, TypeVar
@@ -79,6 +80,7 @@ class ExportClaim:
     spec: dict[str, Any]
     lease_token: int
     resumed: bool = False
+    est_records: int | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,9 @@ class RepoBase:
         self._sessions = session_factory(engine)
         self._owns_engine = owns_engine
         self.listeners: list[Callable[[str], None]] = []  # in-process: new work appeared
+        # SQLite has one writer: queue this process's write transactions here rather than in
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     def _changed(self, what: str) -> None:
         """Tell in-process listeners (the worker's stage loops) that work may have appeared."""
@@ -200,9 +205,10 @@ class RepoBase:
                    read_only: bool = False) -> T:
         """Run ``fn(session, *args)`` in one transaction, retrying lost deadlocks."""
         options = {"sqlite_begin": "DEFERRED"} if read_only and self.dialect == "sqlite" else {}
+        lock = None if read_only else self._write_lock
         for attempt in range(MAX_TX_ATTEMPTS):
             try:
-                async with self._sessions() as session, session.begin():
+                async with _held(lock), self._sessions() as session, session.begin():
                     if options:
                         await session.connection(execution_options=options)
                     return await fn(session, *args)
@@ -302,6 +308,15 @@ class RepoBase:
         now = self.now()
         await s.execute(guarded(Job).where(Job.id == job_id, Job.state == "running")
                         .values(state=final, finished_at=now, updated_at=now))
+
+
+@asynccontextmanager
+async def _held(lock: asyncio.Lock | None) -> AsyncIterator[None]:
+    if lock is None:
+        yield
+        return
+    async with lock:
+        yield
 
 
 async def fenced(result: Awaitable[Any]) -> bool:

@@ -204,5 +204,5 @@ def _export_claim(export_id: int, chunk: Chunk, email: str, spec: dict[str, Any]
                   *, resumed: bool) -> ExportClaim:
     return ExportClaim(export_id, chunk.id, chunk.job_id, chunk.seq, chunk.part, chunk.recordset,
                        chunk.start_time, chunk.end_time, chunk.est_bytes, email, spec, token,
-                       resumed)
+                       resumed, chunk.est_records)
 

@@ -28,15 +28,22 @@ from sqlalchemy.orm import aliased
 from service.db.counters import ChunkDeltas
 from service.db.models import LOCAL_HOST, Chunk, Export, File, HostSlot, Job, StoredFile
 from service.db.repo_base import FileClaim, RepoBase, aware, guarded, lease_until
+from service.db.tar_rows import MemberDone, attach_members, member_name
 
 CLEARED = {"lease_owner": None, "lease_expires_at": None, "lane": None}
-OutcomeKind = Literal["done", "retry", "fail", "release", "progress"]
+OutcomeKind = Literal["done", "retry", "fail", "release", "progress", "tar_progress",
+                      "tar_done"]
 _Other = aliased(File)
 
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What happened to a leased file. ``lease_token`` None skips the fence (tests, admin)."""
+    """What happened to a leased file. ``lease_token`` None skips the fence (tests, admin).
+
+    Tar rows (see ``tar_rows``): ``tar_progress`` of the tar row records ``members`` done and
+    the resume offset ``bytes_done`` (and a fresh response's ``etag``/``last_modified``);
+    ``tar_done`` ends it.
+    """
 
     file_id: int
     kind: OutcomeKind
@@ -50,6 +57,12 @@ class FileOutcome:
     etag: str | None = None
     last_modified: str | None = None
     lease_seconds: float | None = None  # progress: extend the lease
+    members: tuple[MemberDone, ...] = ()  # tar_progress: member rows placed from the tar
+
+    @property
+    def settles(self) -> bool:
+        """Whether this outcome may close a chunk (a file done or failed)."""
+        return self.kind in ("done", "fail", "tar_done") or bool(self.members)
 
 
 def _claimable(t: datetime, expired: bool) -> list[Any]:
@@ -394,14 +407,16 @@ class FilesMixin(RepoBase):
             await s.execute(delete(StoredFile).where(StoredFile.file_key == file_key)
                             .execution_options(synchronize_session=False))
             waiting = (await s.execute(
-                select(File.id, File.url).where(File.file_key == file_key,
-                                                File.source_path.is_not(None),
-                                                File.state.in_(("pending", "downloading")))
+                select(File.id, File.url, File.export_id)
+                .where(File.file_key == file_key, File.source_path.is_not(None),
+                       File.state.in_(("pending", "downloading")))
             )).all()
-            for file_id, url in waiting:
+            for file_id, url, _ in waiting:
                 await s.execute(guarded(File).where(File.id == file_id).values(
                     source_path=None, host=urlsplit(url).netloc, state="pending",
                     lease_token=File.lease_token + 1, **CLEARED))
-            await self._register_hosts(s, [urlsplit(url).netloc for _, url in waiting])
+            await self._register_hosts(s, [urlsplit(url).netloc for _, url, _ in waiting])
+            await attach_members(s, [e for _, url, e in waiting if member_name(url) and e],
+                                 self.now())  # tar members wait for their tar again
             return len(waiting)
         return await self._run(tx)

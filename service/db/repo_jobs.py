@@ -29,6 +29,7 @@ from service.db.repo_base import (
     check_states,
     guarded,
 )
+from service.db.tar_rows import NOT_TAR_ROW, revive_tars
 
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
 
@@ -243,6 +244,7 @@ class JobsMixin(RepoBase):
                         .values(state="planned", **reset, **LEASE_CLEARED))
         await s.execute(guarded(File).where(File.job_id == job_id, File.state == "failed")
                         .values(state="pending", **reset))
+        await revive_tars(s, now, File.job_id == job_id)  # members back: their tars too
         await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.files_failed > 0)
                         .values(files_open=Chunk.files_open + Chunk.files_failed,
                                 files_failed=0))
@@ -287,7 +289,7 @@ async def _file_totals(s: AsyncSession, job_id: str, summary: JobSummary) -> Non
     opened, done, failed, skipped, bytes_done, expected, est = map(int, row)
     moving, partial = (await s.execute(
         select(func.count(), func.coalesce(func.sum(File.bytes_done), 0))
-        .where(File.job_id == job_id, File.state == "downloading"))).one()
+        .where(File.job_id == job_id, File.state == "downloading", NOT_TAR_ROW))).one()
     counts = {"pending": opened - int(moving), "downloading": int(moving), "done": done,
               "failed": failed, "skipped": skipped}
     summary.files.update({k: v for k, v in counts.items() if v})

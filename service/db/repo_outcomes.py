@@ -21,6 +21,7 @@ from service.db.models import (
     StoredFile,
 )
 from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
+from service.db.tar_rows import attach_members, finish_idle_tars
 
 EXPORT_RETENTION = timedelta(days=7)  # protocol L6
 FILE_FIELDS = {"record", "segment", "file_key", "url", "dest_path", "size_expected"}
@@ -63,7 +64,8 @@ class OutcomesMixin(RepoBase):
         """Mark the export ready and create its file rows; returns how many need fetching.
 
         Each file: ``record``, ``url``, ``dest_path`` (required), ``segment``, ``size_expected``,
-        ``file_key`` (content identity; default ``"<protocol>:<record>:<segment>"``). A file the
+        ``file_key`` (content identity; default ``"<protocol>:<record>:<segment>"``). A url-tar
+        export lists its tar row and its members (see ``tar_rows``). A file the
         job already has keeps its progress (a re-export only refreshes its URL); a file already
         in stored_files is done if stored at the same path, else it is to be copied from there
         (``source_path``, host ``"local"``). None when the lease was lost (fenced).
@@ -91,7 +93,9 @@ class OutcomesMixin(RepoBase):
                                                  Chunk.state == "exporting")
                             .values(state="ready", updated_at=t, **CLEARED))
             await self._upsert_files(s, rows)
+            await attach_members(s, [export_id], t)
             await self._reuse_stored(s, export_id, t)
+            await finish_idle_tars(s, t, File.export_id == export_id)
             await self._register_hosts(s, {r["host"] for r in rows} | {LOCAL_HOST})
             await recount_chunks(s, [export.chunk_id])
             todo = await s.scalar(select(func.count()).where(File.chunk_id == export.chunk_id,
@@ -104,13 +108,17 @@ class OutcomesMixin(RepoBase):
             return None
 
     async def _upsert_files(self, s: AsyncSession, rows: list[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), 500):
-            stmt = self.insert(File).values(rows[start:start + 500])
-            refresh = {c: stmt.excluded[c] for c in ("export_id", "chunk_id", "url", "host",
-                                                     "dest_path", "size_expected", "updated_at")}
-            await s.execute(stmt.on_conflict_do_update(
-                index_elements=["job_id", "file_key"], set_=refresh,
-                where=File.__table__.c.state != "done"))
+        """Insert the listed files (one executemany); a file the job already has keeps its
+        state and progress and only gets the new export's URL and destination."""
+        if not rows:
+            return
+        stmt = self.insert(File.__table__)
+        refresh = {c: stmt.excluded[c] for c in ("export_id", "chunk_id", "url", "host",
+                                                 "dest_path", "size_expected", "updated_at")}
+        conn = await s.connection()
+        await conn.execute(stmt.on_conflict_do_update(
+            index_elements=["job_id", "file_key"], set_=refresh,
+            where=File.__table__.c.state != "done"), rows)
 
     async def _reuse_stored(self, s: AsyncSession, export_id: int, t: datetime) -> None:
         """Files whose content is already stored: done in place, or copied from the store."""

@@ -99,6 +99,7 @@ class _Options:
 
 
 WRITE_MODES = ("thread", "inline")  # aiofiles measured no faster than "thread" (bench/)
+INLINE_BELOW = 1 << 20  # "auto": bodies smaller than this are written inline (no thread hop)
 
 
 class PartWriter:
@@ -187,7 +188,7 @@ async def fetch_file(
     chunk_size: int = DEFAULT_CHUNK, progress_bytes: int = 8 << 20,
     progress_seconds: float = 2.0, verify_fits: bool | None = None,
     compute_sha256: bool = True, timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
-    max_restarts: int = 3, write_mode: str = "thread", durable: bool = True,
+    max_restarts: int = 3, write_mode: str = "auto", durable: bool = True,
     place: bool = True,
 ) -> FetchResult:
     """Download `url` to `dest`, resuming `dest.part` when `etag` (the validator stored from an
@@ -196,6 +197,8 @@ async def fetch_file(
     bytes_done at most every `progress_bytes` / `progress_seconds`, and once at the end.
     `verify_fits` None checks FITS structure when the name ends .fits/.fts/.fit.
     `durable` fsyncs the file and its directory around the rename (turn off only in benches).
+    `write_mode` "auto" writes small bodies inline and large ones in a thread (overlapped
+    with receiving the next batch).
     `place=False` stops once the body is complete: the result's path is the part file, to be
     verified and renamed by `place_part` (off the transfer's critical path).
     """
@@ -240,7 +243,7 @@ async def _attempt(session: aiohttp.ClientSession, opts: _Options, dest: Path, p
                 if offset and total == offset:  # the part already holds the whole file
                     return await _finish(opts, dest, part, offset, validator, None, stats, offset)
                 raise _Restart
-            _raise_for_http(resp, opts.url, offset, validator)
+            raise_for_http(resp, opts.url, offset, validator)
             return await _receive(resp, opts, dest, part, offset, validator, stats)
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
         done = part.stat().st_size if part.exists() else 0
@@ -249,7 +252,7 @@ async def _attempt(session: aiohttp.ClientSession, opts: _Options, dest: Path, p
                                   "resume", bytes_done=done, validator=validator) from exc
 
 
-def _raise_for_http(resp: aiohttp.ClientResponse, url: str, offset: int,
+def raise_for_http(resp: aiohttp.ClientResponse, url: str, offset: int,
                     validator: str | None) -> None:
     if resp.status in (200, 206):
         return
@@ -289,7 +292,10 @@ async def _receive(resp: aiohttp.ClientResponse, opts: _Options, dest: Path, par
                                f"{opts.expected_size}", http_status=resp.status)
     hasher = await _prefix_hash(part, offset) if opts.compute_sha256 else None
     start, done = offset, offset
-    async with PartWriter(part, append=bool(offset), hasher=hasher, mode=opts.write_mode) as out:
+    mode = opts.write_mode
+    if mode == "auto":
+        mode = "inline" if total is not None and total - offset < INLINE_BELOW else "thread"
+    async with PartWriter(part, append=bool(offset), hasher=hasher, mode=mode) as out:
         reporter = _Progress(opts, done)
         try:
             async for batch in _blocks(resp.content, opts.chunk_size):
@@ -315,7 +321,7 @@ async def _blocks(content: aiohttp.StreamReader, size: int) -> AsyncIterator[lis
         try:
             data = await content.read(size - pending_len)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-            pending += _salvage_buffered(content)
+            pending += salvage_buffered(content)
             if pending:  # hand over what arrived before the connection broke
                 yield pending
             raise
@@ -334,7 +340,7 @@ async def _blocks(content: aiohttp.StreamReader, size: int) -> AsyncIterator[lis
         yield pending
 
 
-def _salvage_buffered(content: aiohttp.StreamReader) -> list[bytes]:
+def salvage_buffered(content: aiohttp.StreamReader) -> list[bytes]:
     """Body bytes aiohttp had buffered when the connection broke.
 
     Once a payload error is set, ``StreamReader.read`` raises at once and drops what is still

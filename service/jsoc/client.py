@@ -30,7 +30,7 @@ from service.jsoc.status import (
     error_for_status,
 )
 
-__all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "user_agent"]
+__all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "member_url", "user_agent"]
 
 CGI_PATH = "cgi-bin/ajax/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=30.0,
@@ -69,7 +69,7 @@ class ExportItem(NamedTuple):
 
     record: str  # record spec without `{segment}` ("" for a tar file)
     segment: str | None  # segment name when known
-    url: str
+    url: str  # a tar member's: member_url(tar URL, its name in the tar)
     filename: str  # local file name suggestion (a single path component)
 
 
@@ -164,23 +164,32 @@ def _guess_segment(filename: str, segments: list[str] | tuple[str, ...]) -> str 
     return max(matches, key=len) if matches else None
 
 
+def member_url(tar_url: str, member: str) -> str:
+    """URL of one member of a tar: the tar's URL with the member name as fragment (never sent
+    to the server: the member is read from the tar's stream)."""
+    return f"{tar_url}#{member}"
+
+
 def build_items(reply: ExportReply, file_url: Callable[[str], str],
                 segments: list[str] | tuple[str, ...] = ()) -> list[ExportItem]:
     """File URLs of a finished export (protocol §4.1): quick -> absolute SUMS path,
-    staged -> dir + "/" + filename, tar -> tarfile. Rows without a file are skipped."""
+    staged -> dir + "/" + filename. A tar export gives the tar first (record "") and then
+    its members, whose URLs are `member_url(tar, filename)`. Rows without a file are skipped."""
     if reply.status != 0:
         raise ValueError(f"export {reply.request_id} is not finished (status {reply.status})")
+    tar_url, items = None, []
     if reply.tarfile and reply.method.endswith("-tar"):
-        name = reply.tarfile.rsplit("/", 1)[-1]
-        return [ExportItem("", None, file_url(reply.tarfile), name)]
-    items = []
+        tar_url = file_url(reply.tarfile)
+        items.append(ExportItem("", None, tar_url, reply.tarfile.rsplit("/", 1)[-1]))
     for row in reply.data:
         if not _is_file_row(row):
             continue
         record, segment = split_segment(row.record)
         basename = row.filename.rsplit("/", 1)[-1]
         segment = segment or _guess_segment(basename, segments)
-        if reply.dir:
+        if tar_url:
+            url, name = member_url(tar_url, row.filename), basename
+        elif reply.dir:
             url, name = file_url(reply.dir.rstrip("/") + "/" + row.filename), basename
         else:
             url, name = file_url(row.filename), quick_filename(record, segment, row.filename)

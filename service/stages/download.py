@@ -26,6 +26,7 @@ from pathlib import Path
 from service.db.models import LOCAL_HOST
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
+from service.db.tar_rows import is_tar_key
 from service.download.fetch import (
     FetchError,
     FetchPermanentError,
@@ -38,6 +39,7 @@ from service.download.paths import UnsafePathError, part_path, safe_join
 from service.download.verify import VerificationError
 from service.jsoc.status import JsocError
 from service.stages.context import StageContext
+from service.stages.tar_transfer import TarTransfer
 from service.stages.transfer import (
     LeaseGone,
     Progress,
@@ -54,6 +56,7 @@ PROGRESS_BYTES = 8 << 20
 PROGRESS_SECONDS = 2.0
 EXPIRED_HTTP = (404, 410)
 MAX_FINISHING = 4  # files being verified / fsynced / renamed while the lane receives the next
+PREFETCH_AT = 8  # files left in the batch when the lane leases its next batch
 _lane_numbers = itertools.count(1)
 
 
@@ -93,8 +96,9 @@ class Lane:
         self.ctx, self.host = ctx, host
         self.name = f"{ctx.worker_id}#{next(_lane_numbers)}"
         self.queue: deque[FileClaim] = deque()
-        self.claimed_at = time.monotonic()
+        self.claimed_at: dict[int, float] = {}  # file id -> when its lease was taken
         self.finishing: set[asyncio.Task[None]] = set()
+        self.next_batch: asyncio.Task[list[FileClaim]] | None = None
 
     async def claim(self) -> list[FileClaim]:
         """Lease the next batch for this lane (empty when the host's slots are taken)."""
@@ -104,8 +108,9 @@ class Lane:
             ctx.worker_id, self.host, lane=self.name,
             max_per_host=ctx.connection_limit(self.host), max_files=s.download_batch_files,
             max_bytes=s.download_batch_mb << 20, lease_seconds=s.lease_seconds)
-        self.claimed_at = started
+        self.claimed_at.update((c.file_id, started) for c in batch)
         ctx.holding["downloading"].update(c.file_id for c in batch)
+        ctx.recorder.lost.difference_update(c.file_id for c in batch)  # leased anew
         return batch
 
     def start(self, batch: list[FileClaim]) -> None:
@@ -119,13 +124,19 @@ class Lane:
         try:
             while self.queue:
                 while self.queue and not self._should_stop():
+                    if self.next_batch is None and len(self.queue) <= PREFETCH_AT:
+                        self.next_batch = asyncio.create_task(self.claim())  # overlapped
                     await self.process(self.queue.popleft())
                 if self._should_stop():
                     break
-                self.queue.extend(await self.claim())
+                self.queue.extend(await self._next())
         finally:
             await asyncio.shield(self._close())
             ctx.lanes.get(self.host, set()).discard(self.name)
+
+    async def _next(self) -> list[FileClaim]:
+        task, self.next_batch = self.next_batch, None
+        return await (task if task is not None else self.claim())
 
     def _should_stop(self) -> bool:
         return self.ctx.stop.is_set() or (self.host != LOCAL_HOST
@@ -133,6 +144,8 @@ class Lane:
 
     async def _close(self) -> None:
         """Hand back what was not started, wait for the finishing work, commit."""
+        if self.next_batch is not None:
+            self.queue.extend(await self._next())
         for claim in self.queue:
             record(self.ctx, FileOutcome(claim.file_id, "release", claim.lease_token))
         self.queue.clear()
@@ -147,6 +160,10 @@ class Lane:
     async def process(self, claim: FileClaim) -> None:
         """Fetch, link or adopt one claimed file; its outcome goes to the recorder."""
         ctx = self.ctx
+        if is_tar_key(claim.file_key):  # a url-tar export's tar: unpacked into its members
+            claimed_at = self.claimed_at.pop(claim.file_id, 0.0)
+            await TarTransfer(ctx, claim, claimed_at, self._export_expired).run()
+            return
         try:
             if claim.file_id in ctx.recorder.lost:
                 return
@@ -204,7 +221,8 @@ class Lane:
     async def _finish(self, claim: FileClaim, result: FetchResult, dest: Path) -> None:
         ctx = self.ctx
         try:
-            if not await ensure_lease(ctx, claim, self.claimed_at, result.size):
+            claimed_at = self.claimed_at.pop(claim.file_id, 0.0)
+            if not await ensure_lease(ctx, claim, claimed_at, result.size):
                 log.warning("file %s: lease lost before it was put in place", claim.file_id)
                 ctx.holding["downloading"].discard(claim.file_id)
                 return

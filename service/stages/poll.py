@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from service.db.repo import PollClaim
+from service.db.tar_rows import tar_key
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
@@ -44,7 +45,8 @@ def reply_message(reply: ExportReply) -> str:
 
 async def ready_files(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, reply: ExportReply,
                       recordset: str) -> list[dict[str, Any]]:
-    """File rows of a finished export (status 0): URL, content key and destination path."""
+    """File rows of a finished export (status 0): URL, content key and destination path;
+    for a url-tar export the tar row and one row per member (see ``service.db.tar_rows``)."""
     items = ctx.jsoc.export_items(reply, meta.segment_names)
     fields = lookup_fields(spec.path_template, meta)
     table: dict[str, dict[str, Any]] = {}
@@ -59,8 +61,8 @@ async def ready_files(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, reply:
                                segment=item.segment, filename=item.filename,
                                extra=table.get(item.record.lower()))
             key = f"{spec.protocol}:{item.record}:{item.segment or ''}"
-        else:  # a url-tar export: one tar file for the whole chunk
-            dest, key = f"{meta.name}/{item.filename}", f"tar:{recordset}"
+        else:  # a url-tar export's tar row: unpacked by a lane into its members' rows
+            dest, key = f"{meta.name}/{item.filename}", tar_key(spec.protocol, recordset)
         if dest in seen:
             raise PlacementError(f"path_template {spec.path_template!r} gives the same path "
                                  f"{dest!r} to {seen[dest]} and {item.record}{{{item.segment}}}; "

@@ -6,7 +6,8 @@ waiting or ``interval`` seconds after the first one, whichever comes first, and 
 caller asks (``flush``). Before the commit it fsyncs the directories of the files renamed into
 place, so a row says ``done`` only once its file is durable; a crash before the commit leaves
 verified files in place whose rows lag, and those are adopted on restart (the disk is the
-journal). Progress outcomes of one file are coalesced (the newest wins).
+journal). Progress outcomes of one file are coalesced (the newest wins; the members a tar row
+placed are gathered into one outcome).
 
 If the database cannot be reached the outcomes stay queued and the commit is tried again with
 a growing delay; nothing is dropped.
@@ -18,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from service.db.repo import Repo
@@ -28,6 +29,7 @@ from service.download.paths import fsync_path
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 5.0
+COALESCED = ("progress", "tar_progress")  # several of one file's lease become one outcome
 
 
 @dataclass
@@ -35,6 +37,7 @@ class _Entry:
     outcome: FileOutcome
     future: asyncio.Future[bool]
     sync_dir: Path | None
+    superseded: bool = False  # a progress report made moot by the file's final outcome
 
 
 class OutcomeRecorder:
@@ -56,18 +59,28 @@ class OutcomeRecorder:
         """Queue an outcome; the future says (after the commit) whether the fence held.
         ``sync_dir``: a directory a file was renamed into, fsynced before the commit."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        queued = self._progress.get(outcome.file_id) if outcome.kind == "progress" else None
-        if queued is not None and self._entries[queued].outcome.lease_token == outcome.lease_token:
+        queued = self._progress.get(outcome.file_id) if outcome.kind in COALESCED else None
+        if queued is not None and _mergeable(self._entries[queued].outcome, outcome):
             entry = self._entries[queued]
             entry.outcome = _merge(entry.outcome, outcome)
             return entry.future
-        if outcome.kind == "progress":
+        if outcome.kind in COALESCED:
             self._progress[outcome.file_id] = len(self._entries)
+        elif outcome.file_id in self._progress:
+            self._supersede(self._progress.pop(outcome.file_id), outcome)
         self._entries.append(_Entry(outcome, future, sync_dir))
         self._ensure_running()
         if len(self._entries) >= self.max_batch:
             self._kick.set()
         return future
+
+    def _supersede(self, index: int, final: FileOutcome) -> None:
+        """A small file finished before its progress was written: the final outcome carries
+        all that matters (a release or retry keeps the progress: it says where to resume)."""
+        entry = self._entries[index]
+        if (entry.outcome.kind == "progress" and final.kind in ("done", "fail")
+                and entry.outcome.lease_token == final.lease_token):
+            entry.superseded = True
 
     async def flush(self) -> None:
         """Commit everything queued so far (retrying while the database is unreachable)."""
@@ -114,17 +127,21 @@ class OutcomeRecorder:
                 dirs = {e.sync_dir for e in entries if e.sync_dir is not None}
                 if dirs:
                     await asyncio.to_thread(_fsync_dirs, dirs)
-                results = await self.repo.record_file_outcomes([e.outcome for e in entries])
+                live = [e for e in entries if not e.superseded]
+                results = await self.repo.record_file_outcomes([e.outcome for e in live])
             except BaseException:
                 self._requeue(entries)
                 raise
-        self._settle(entries, results)
+        for entry in entries:
+            if entry.superseded and not entry.future.done():
+                entry.future.set_result(True)
+        self._settle(live, results)
 
     def _requeue(self, entries: list[_Entry]) -> None:
         """Put a failed group back in front of what arrived meanwhile (order kept)."""
         self._entries = entries + self._entries
         self._progress = {e.outcome.file_id: i for i, e in enumerate(self._entries)
-                          if e.outcome.kind == "progress"}
+                          if e.outcome.kind in COALESCED}
 
     def _settle(self, entries: list[_Entry], results: list[bool]) -> None:
         final = False
@@ -134,15 +151,26 @@ class OutcomeRecorder:
                 if entry.outcome.kind in ("done", "progress"):
                     log.warning("file %s: %s not recorded, its lease was lost",
                                 entry.outcome.file_id, entry.outcome.kind)
-            final = final or entry.outcome.kind in ("done", "fail")
+            final = final or entry.outcome.settles
             if not entry.future.done():
                 entry.future.set_result(ok)
         if final and self.on_settled is not None:
             self.on_settled()
 
 
+def _mergeable(old: FileOutcome, new: FileOutcome) -> bool:
+    return old.kind == new.kind and old.lease_token == new.lease_token
+
+
 def _merge(old: FileOutcome, new: FileOutcome) -> FileOutcome:
-    """Two progress reports of one file: the newer values, keeping validators already set."""
+    """Two progress reports of one file: the newer values, keeping validators already set;
+    of a tar, every member placed (in order) and the validators of its newest response."""
+    if new.kind == "tar_progress":
+        fresh = new.etag is not None or new.last_modified is not None
+        return replace(old, bytes_done=new.bytes_done, members=old.members + new.members,
+                       etag=new.etag if fresh else old.etag,
+                       last_modified=new.last_modified if fresh else old.last_modified,
+                       lease_seconds=new.lease_seconds or old.lease_seconds)
     return FileOutcome(new.file_id, "progress", new.lease_token,
                        bytes_done=new.bytes_done if new.bytes_done is not None
                        else old.bytes_done,

@@ -24,6 +24,7 @@ from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
 from service.stages.context import StageContext
+from service.stages.method_choice import chunk_method
 from service.stages.placement import PlacementError
 from service.stages.plan import job_spec, split_or_fail
 from service.stages.poll import index_header, ready_files
@@ -90,11 +91,12 @@ class Submission:
 
     async def _submit(self, spec: JobSpec, meta: SeriesMeta) -> None:
         ctx, claim = self.ctx, self.claim
+        method = chunk_method(spec, meta, ctx.settings, est_records=claim.est_records,
+                              est_bytes=claim.est_bytes)
         while await ctx.wait_for_jsoc():
             try:
                 reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,
-                                                   method=spec.effective_method,
-                                                   protocol=spec.protocol,
+                                                   method=method, protocol=spec.protocol,
                                                    filenamefmt=meta.export_filenamefmt())
             except JsocPendingLimitError as exc:
                 ctx.jsoc_breaker.record_success()
@@ -113,25 +115,29 @@ class Submission:
                     await self._fail(exc.message, exc.status)
                 return
             ctx.jsoc_breaker.record_success()
-            await self._record(spec, meta, reply)
+            await self._record(spec, meta, reply, method)
             return
         await self._abandon()
 
-    async def _record(self, spec: JobSpec, meta: SeriesMeta, reply: ExportReply) -> None:
+    async def _record(self, spec: JobSpec, meta: SeriesMeta, reply: ExportReply,
+                      method: str) -> None:
         ctx, claim = self.ctx, self.claim
         if reply.status == 0 and not reply.request_id:  # url_quick: no staging, files listed
             files = await ready_files(ctx, spec, meta, reply, claim.recordset)
             await ctx.repo.record_export_ready(claim.export_id, files=files,
                                                index=index_header(reply),
-                                               lease_token=claim.lease_token)
+                                               lease_token=claim.lease_token,
+                                               method=reply.method or method,
+                                               protocol=reply.protocol or spec.protocol)
             log.info("chunk %s: quick export with %d file(s)", claim.chunk_id, len(files))
         else:
             await ctx.repo.record_export_submitted(
                 claim.export_id, request_id=reply.request_id, status=reply.status,
                 wait=0.0 if reply.status == 0 else ctx.poll_delay(reply.wait, 0),
-                lease_token=claim.lease_token, method=reply.method or spec.effective_method,
+                lease_token=claim.lease_token, method=reply.method or method,
                 protocol=reply.protocol or spec.protocol)
-            log.info("chunk %s: export %s submitted", claim.chunk_id, reply.request_id)
+            log.info("chunk %s: export %s submitted (%s)", claim.chunk_id, reply.request_id,
+                     reply.method or method)
         ctx.wakers.poke("poll", "download")
 
     async def _wait_for_pending(self, pending_ids: list[str]) -> bool:

@@ -261,7 +261,8 @@ def test_tar_and_quick_item_building() -> None:
     tar = ExportReply.from_json({"status": 0, "method": "url-tar", "requestid": "JSOC_1",
                                  "dir": "/SUM1/D2/S0", "tarfile": "/SUM1/D2/S0/JSOC_1.tar",
                                  "data": [{"record": "r", "filename": "f"}]})
-    assert build_items(tar, url) == [("", None, "http://h/SUM1/D2/S0/JSOC_1.tar", "JSOC_1.tar")]
+    assert build_items(tar, url) == [("", None, "http://h/SUM1/D2/S0/JSOC_1.tar", "JSOC_1.tar"),
+                                     ("r", None, "http://h/SUM1/D2/S0/JSOC_1.tar#f", "f")]
     quick = ExportReply.from_json(json.loads(json.dumps({
         "status": 0, "requestid": "", "dir": "", "count": 2, "data": [
             {"record": "hmi.V_45s[2016.04.01_00:00:00_TAI][2]{Dopplergram}",
