@@ -171,9 +171,10 @@ async def estimate(ctx: StageContext, job_id: str, spec: JobSpec,
         sample, slots = spec.recordset, 0
     else:
         sample, slots = sample_recordset(spec, meta)
-    count = await ctx.jsoc.rs_summary(sample)
-    sizes = _sizes(await ctx.jsoc.rs_list(sample, keys=["*size*"], n=SIZE_SAMPLE_RECORDS)) \
-        if count else []
+    count, listing = await asyncio.gather(  # two round trips at once
+        ctx.jsoc.rs_summary(sample),
+        ctx.jsoc.rs_list(sample, keys=["*size*"], n=SIZE_SAMPLE_RECORDS))
+    sizes = _sizes(listing) if count else []
     result = JobEstimate(records_per_slot=(count / slots) if slots and count else None,
                          bytes_per_record=sum(sizes) // len(sizes) if sizes else 0)
     ctx.estimates[job_id] = result

@@ -18,7 +18,7 @@ from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
 from service.download.fetch import FetchResult, place_part
 from service.download.paths import part_path, replace_durably, safe_join
-from service.download.verify import VerificationError, sha256_file, verify_file
+from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
 from service.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -98,15 +98,20 @@ async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult
 
 async def adopt_in_place(ctx: StageContext, claim: FileClaim, dest: Path) -> bool:
     """A verified file already at the destination whose row did not say so (the process died
-    between the rename and the commit): record it done instead of fetching it again. A file
+    between the rename and the commit), or a complete FITS body still in its ``.part`` when
+    the listing gave its size (it died before the rename; without a size a part cut at an HDU
+    boundary could pass for complete): record it done instead of fetching it again. A file
     recorded there for other content is left to be replaced."""
-    if not dest.is_file():
+    part = part_path(dest)
+    whole_part = (claim.size_expected is not None and is_fits_name(dest.name)
+                  and part.is_file() and part.stat().st_size == claim.size_expected)
+    if not dest.is_file() and not whole_part:
         return False
     known = await ctx.repo.stored_key_at(claim.dest_path)
     if known is not None and known != claim.file_key:
         return False
     try:
-        size, sha = await asyncio.to_thread(_verified, dest, claim.size_expected)
+        size, sha = await asyncio.to_thread(_adopt, dest, part, claim.size_expected)
     except (OSError, VerificationError) as exc:
         log.info("file %s: %s is not a complete copy (%s); fetching it", claim.file_id, dest, exc)
         return False
@@ -114,6 +119,16 @@ async def adopt_in_place(ctx: StageContext, claim: FileClaim, dest: Path) -> boo
     record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
            sync_dir=dest.parent)
     return True
+
+
+def _adopt(dest: Path, part: Path, expected: int | None) -> tuple[int, str]:
+    """(size, sha256) of the verified file at ``dest``, renaming a complete FITS ``part``
+    into place first; VerificationError when neither is complete (a part is then kept for
+    resuming)."""
+    if not dest.is_file():
+        verify_file(part, expected_size=expected, fits=True)
+        replace_durably(part, dest, sync_dir=False)
+    return _verified(dest, expected)
 
 
 def _verified(path: Path, expected: int | None) -> tuple[int, str]:

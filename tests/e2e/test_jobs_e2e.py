@@ -120,3 +120,40 @@ def test_bad_input_gets_4xx_saying_what_to_fix(stack) -> None:
     status, doc = problem(daemon, None, raw=b'{"series": "hmi.M_720s",')
     assert status == 400 and "JSON" in doc["detail"], doc
     assert http_json(daemon.api + "/jobs")["items"] == []  # nothing was accepted
+
+
+AIA_171 = {"series": "aia.lev1_euv_12s", "start": "2014-01-01T00:00:00Z",
+           "end": "2014-01-01T00:20:00Z", "wavelengths": [171], "segments": ["image"],
+           "protocol": "as-is", "path_template": "{series}/{filename}"}
+
+
+def done_count(daemon: Daemon, job_id: str) -> int:
+    return int(daemon.job(job_id)["files"].get("done", 0))
+
+
+def test_repeated_sigkill_of_many_small_files_restarts_at_once_and_loses_nothing(stack) -> None:
+    """Group commits under SIGKILL: files renamed but not yet recorded are adopted, the dead
+    daemon's leases are released by its successor at once (a 60 s lease would otherwise stall
+    each restart), and nothing is fetched twice beyond the bodies in flight."""
+    kills = 3
+    jsoc, daemon = stack(sim_args=("--file-size", "64K", "--bandwidth", "1M"),
+                         daemon_args=("--lease-seconds", "60", "--heartbeat-seconds", "5"))
+    job = daemon.submit(AIA_171)
+    for _ in range(kills):
+        before = done_count(daemon, job["id"])
+        wait_for(lambda b=before: done_count(daemon, job["id"]) >= b + 5, 30,
+                 "progress since the last (re)start", interval=0.05)
+        assert daemon.proc is not None
+        daemon.proc.signal(signal.SIGKILL)
+        daemon.proc.wait(10)
+        daemon.start()
+    final = daemon.wait_job(job["id"], timeout=45)  # well inside one 60 s lease
+    assert final["state"] == "succeeded", final
+    files = assert_files_verified(daemon, job["id"], jsoc)
+    assert len(files) == 100  # 20 minutes of 12-s slots
+    stats = assert_polite(jsoc, EMAIL)
+    full = {path: served["full_downloads"] for path, served in stats["files"].items()
+            if any(f["url"].endswith(path) for f in files)}
+    assert len(full) == 100 and sum(full.values()) <= 100 + kills, full
+    largest = max(sim_manifest(jsoc)[urlsplit(f["url"]).path]["size"] for f in files)
+    assert stats["bytes_served_again"] <= kills * largest, stats["bytes_served_again"]
