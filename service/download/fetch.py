@@ -399,7 +399,7 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
 
 
 def place_part(part: Path, dest: Path, *, expected_size: int | None,
-                fits: bool | None = None, sync_dir: bool = True) -> int:
+                fits: bool | None = None, sync_dir: bool = True, sync_file: bool = True) -> int:
     """Verify a complete part file (size, FITS structure), fsync it and rename it to `dest`
     (blocking: run it in a thread). Returns the size; a file failing verification is removed
     and FetchVerifyError raised."""
@@ -409,7 +409,7 @@ def place_part(part: Path, dest: Path, *, expected_size: int | None,
         part.unlink(missing_ok=True)
         raise FetchVerifyError(f"{dest.name}: {exc}; the part file was removed") from exc
     size = part.stat().st_size
-    replace_durably(part, dest, sync_dir=sync_dir)
+    replace_durably(part, dest, sync_dir=sync_dir, sync_file=sync_file)
     return size
 
 

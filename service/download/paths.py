@@ -7,8 +7,11 @@ component at most 255 bytes, and no symlink on the way that leads outside the ro
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 MAX_COMPONENT_BYTES = 255
@@ -104,11 +107,51 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def replace_durably(part: Path, dest: Path, *, sync_dir: bool = True) -> None:
+def replace_durably(part: Path, dest: Path, *, sync_dir: bool = True,
+                    sync_file: bool = True) -> None:
     """fsync ``part``, rename it over ``dest``, fsync the directory: after a crash the final
-    name holds either nothing or the whole verified file. ``sync_dir=False`` leaves the
-    directory fsync to the caller (a group commit syncs each directory once)."""
-    fsync_path(part)
+    name holds either nothing or the whole verified file. ``sync_dir=False`` and
+    ``sync_file=False`` leave that to the caller (a group commit syncs once for many files,
+    with ``sync_filesystems``, before it records them)."""
+    if sync_file:
+        fsync_path(part)
     os.replace(part, dest)
     if sync_dir:
         fsync_path(dest.parent)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def can_sync_filesystem() -> bool:
+    """Whether ``sync_filesystems`` flushes file contents too (Linux syncfs), so files may be
+    renamed into place without an fsync each and made durable in groups."""
+    return _SYNCFS is not None
+
+
+def sync_filesystems(dirs: Iterable[Path]) -> None:
+    """Make the writes and renames under these directories durable: one syncfs per
+    filesystem where the system has it (file data and names), else an fsync of each
+    directory (names only: files were fsynced one by one then)."""
+    seen: set[int] = set()
+    for path in dirs:
+        if _SYNCFS is None:
+            fsync_path(path)
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            device = os.fstat(fd).st_dev
+            if device not in seen and _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs of {path} failed: {os.strerror(err)}")
+            seen.add(device)
+        finally:
+            os.close(fd)

@@ -3,8 +3,9 @@
 Download lanes hand every outcome (done, retry, fail, release, progress) to the recorder and
 go on with the next file. The recorder commits what has gathered when ``max_batch`` outcomes are
 waiting or ``interval`` seconds after the first one, whichever comes first, and whenever a
-caller asks (``flush``). Before the commit it fsyncs the directories of the files renamed into
-place, so a row says ``done`` only once its file is durable; a crash before the commit leaves
+caller asks (``flush``). Before the commit it makes the files renamed into place durable (one
+syncfs per filesystem, or an fsync per directory where files were fsynced one by one), so a
+row says ``done`` only once its file is durable; a crash before the commit leaves
 verified files in place whose rows lag, and those are adopted on restart (the disk is the
 journal). Progress outcomes of one file are coalesced (the newest wins; the members a tar row
 placed are gathered into one outcome).
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from service.db.repo import Repo
 from service.db.repo_files import FileOutcome
-from service.download.paths import fsync_path
+from service.download.paths import sync_filesystems
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class OutcomeRecorder:
 
     def add(self, outcome: FileOutcome, *, sync_dir: Path | None = None) -> asyncio.Future[bool]:
         """Queue an outcome; the future says (after the commit) whether the fence held.
-        ``sync_dir``: a directory a file was renamed into, fsynced before the commit."""
+        ``sync_dir``: a directory a file was renamed into, made durable before the commit."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         queued = self._progress.get(outcome.file_id) if outcome.kind in COALESCED else None
         if queued is not None and _mergeable(self._entries[queued].outcome, outcome):
@@ -126,7 +127,7 @@ class OutcomeRecorder:
             try:
                 dirs = {e.sync_dir for e in entries if e.sync_dir is not None}
                 if dirs:
-                    await asyncio.to_thread(_fsync_dirs, dirs)
+                    await asyncio.to_thread(sync_filesystems, dirs)
                 live = [e for e in entries if not e.superseded]
                 results = await self.repo.record_file_outcomes([e.outcome for e in live])
             except BaseException:
@@ -176,8 +177,3 @@ def _merge(old: FileOutcome, new: FileOutcome) -> FileOutcome:
                        else old.bytes_done,
                        etag=new.etag or old.etag, last_modified=new.last_modified
                        or old.last_modified, lease_seconds=new.lease_seconds or old.lease_seconds)
-
-
-def _fsync_dirs(dirs: set[Path]) -> None:
-    for path in dirs:
-        fsync_path(path)

@@ -17,11 +17,14 @@ from pathlib import Path
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
 from service.download.fetch import FetchResult, place_part
-from service.download.paths import part_path, replace_durably, safe_join
+from service.download.paths import can_sync_filesystem, part_path, replace_durably, safe_join
 from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
 from service.stages.context import StageContext
 
 log = logging.getLogger(__name__)
+# Files are renamed into place unsynced and made durable together by the group commit's
+# syncfs (before their rows say done) where the system has it; else fsynced one by one.
+FSYNC_EACH = not can_sync_filesystem()
 
 
 class LeaseGone(Exception):
@@ -90,7 +93,8 @@ async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult
     """Verify, fsync and rename a complete part file, then record it done (the directory is
     fsynced by the group commit). Raises FetchVerifyError for a bad file."""
     size = await asyncio.to_thread(place_part, result.path, dest,
-                                   expected_size=claim.size_expected, sync_dir=False)
+                                   expected_size=claim.size_expected, sync_dir=False,
+                                   sync_file=FSYNC_EACH)
     sha = result.sha256 or (await asyncio.to_thread(sha256_file, dest)).hexdigest()
     record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
            sync_dir=dest.parent)
@@ -107,6 +111,8 @@ async def adopt_in_place(ctx: StageContext, claim: FileClaim, dest: Path) -> boo
                   and part.is_file() and part.stat().st_size == claim.size_expected)
     if not dest.is_file() and not whole_part:
         return False
+    if claim.size_expected is None and not is_fits_name(dest.name):
+        return False  # nothing to verify it by: after a power cut it could be incomplete
     known = await ctx.repo.stored_key_at(claim.dest_path)
     if known is not None and known != claim.file_key:
         return False
@@ -127,7 +133,7 @@ def _adopt(dest: Path, part: Path, expected: int | None) -> tuple[int, str]:
     resuming)."""
     if not dest.is_file():
         verify_file(part, expected_size=expected, fits=True)
-        replace_durably(part, dest, sync_dir=False)
+        replace_durably(part, dest, sync_dir=False, sync_file=FSYNC_EACH)
     return _verified(dest, expected)
 
 
@@ -163,5 +169,5 @@ def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int,
     except (OSError, VerificationError):
         part.unlink(missing_ok=True)
         raise
-    replace_durably(part, dest, sync_dir=False)  # a copy must reach the disk before the rename
+    replace_durably(part, dest, sync_dir=False, sync_file=FSYNC_EACH)
     return size, sha
