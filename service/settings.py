@@ -74,15 +74,20 @@ class Settings(BaseSettings):
         0.2, gt=0, description="longest wait before a file outcome is committed")
     max_chunk_records: int = Field(5_000, ge=1)
     tar_min_files: int = Field(
-        500, ge=1, description="method auto: export a chunk as url-tar when it has at least "
-        "this many files (estimated) and they are small (see tar_max_mean_mb); url-tar pays "
-        "JSOC's staging time, per-file requests pay a round trip each")
+        200, ge=1, description="method auto: export a chunk as url-tar only when it has at "
+        "least this many files (estimated)")
     tar_max_mean_mb: float = Field(
-        4.0, ge=0, description="method auto: url-tar only for chunks whose files are at most "
+        8.0, ge=0, description="method auto: url-tar only for chunks whose files are at most "
         "this many MB on average (0: never url-tar)")
+    tar_staging_seconds: float = Field(
+        30.0, ge=0, description="method auto: what url-tar's staging is expected to cost; "
+        "url-tar is chosen when the chunk's files times the measured round trip to JSOC "
+        "exceed it")
     max_chunk_mb: int = Field(20_000, ge=1, le=100_000)
 
-    poll_min: float = Field(5.0, gt=0)
+    poll_min: float = Field(
+        2.0, gt=0, description="shortest wait between two status polls of an export (JSOC's "
+        "wait hint is followed when it is longer)")
     poll_max: float = Field(300.0, gt=0)
     retry_base: float = Field(2.0, gt=0)
     retry_cap: float = Field(600.0, gt=0)

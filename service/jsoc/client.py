@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
@@ -36,6 +38,7 @@ CGI_PATH = "cgi-bin/ajax/"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=30.0,
                                         sock_read=120.0)
 PENDING_OR_DONE = frozenset({0, 1, 2, 12})
+ROUND_TRIP_SAMPLES = 20
 
 
 def user_agent() -> str:
@@ -219,6 +222,13 @@ class JsocClient:
         self._connector_args = {"limit": total_limit, "limit_per_host": per_host_limit,
                                 "keepalive_timeout": keepalive_timeout}
         self._series_cache: dict[str, SeriesMeta] = {}
+        self._round_trips: deque[float] = deque(maxlen=ROUND_TRIP_SAMPLES)
+
+    @property
+    def round_trip(self) -> float | None:
+        """The network round trip to JSOC: the quickest recent CGI answer (time to its
+        headers), or None before the first."""
+        return min(self._round_trips) if self._round_trips else None
 
     async def __aenter__(self) -> JsocClient:
         self.session  # noqa: B018 - create it inside the running loop
@@ -255,7 +265,9 @@ class JsocClient:
         url = self.base_url.join(URL(CGI_PATH + cgi)).with_query(
             {k: str(v) for k, v in params.items() if v is not None})
         try:
+            started = time.monotonic()
             async with self.session.get(url) as resp:
+                self._round_trips.append(time.monotonic() - started)
                 body = await resp.read()
                 if resp.status != 200:
                     raise JsocHttpError(

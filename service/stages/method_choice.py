@@ -2,11 +2,12 @@
 
 Per-file downloads (``url_quick`` for as-is: no staging at all; ``url`` for fits) pay one
 request round trip per file; ``url-tar`` pays JSOC's staging (and building the tar) once and
-then streams every file over one response. So url-tar wins for many small files: a chunk of at
-least ``tar_min_files`` files (estimated) whose mean size is at most ``tar_max_mean_mb``.
-With 50 ms per request, 500 files cost 25 s of round trips, about what JSOC takes to stage an
-export; past a few MB per file the round trip is a small part of each transfer while the tar
-still has to be built (and held) at JSOC. Both settings are easy to override per deployment.
+then streams every file over one response. So url-tar wins for many small files far away: a
+chunk of at least ``tar_min_files`` files (estimated), of at most ``tar_max_mean_mb`` on
+average, whose round trips (files × the round trip measured to JSOC) would cost more than
+url-tar's staging is expected to (``tar_staging_seconds``). On a short path per-file requests
+win whatever the count: 1,000 files × 1 ms is far less than any staging; at 50 ms per request
+the same 1,000 files spend 50 s waiting. bench/e2e.py (workload ``tar``) shows the crossover.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ def mean_file_bytes(meta: SeriesMeta, est_records: int | None,
 
 
 def chunk_method(spec: JobSpec, meta: SeriesMeta, settings: Settings, *,
-                 est_records: int | None, est_bytes: int | None) -> str:
+                 est_records: int | None, est_bytes: int | None,
+                 round_trip: float | None) -> str:
     """The method to export a chunk with (see the module docstring)."""
     if spec.method != "auto":
         return spec.effective_method
     mean = mean_file_bytes(meta, est_records, est_bytes)
-    if (mean is not None and settings.tar_max_mean_mb > 0
-            and estimated_files(spec, meta, est_records) >= settings.tar_min_files
-            and mean <= settings.tar_max_mean_mb * MB):
+    files = estimated_files(spec, meta, est_records)
+    if (mean is not None and round_trip is not None and settings.tar_max_mean_mb > 0
+            and files >= settings.tar_min_files and mean <= settings.tar_max_mean_mb * MB
+            and files * round_trip >= settings.tar_staging_seconds):
         return "url-tar"
     return spec.effective_method

@@ -92,7 +92,7 @@ class Submission:
     async def _submit(self, spec: JobSpec, meta: SeriesMeta) -> None:
         ctx, claim = self.ctx, self.claim
         method = chunk_method(spec, meta, ctx.settings, est_records=claim.est_records,
-                              est_bytes=claim.est_bytes)
+                              est_bytes=claim.est_bytes, round_trip=ctx.jsoc.round_trip)
         while await ctx.wait_for_jsoc():
             try:
                 reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,

@@ -202,8 +202,9 @@ async def test_cut_tar_resumes_without_rewriting_placed_members(
 async def test_auto_picks_url_tar_for_many_small_files(emu: Any, repo: Repo, db_url: str,
                                                        tmp_path: Path) -> None:
     # hmi.M_45s records are about 12 MB each in the catalog: small enough at 100 MB
+    # (and on loopback the round trip is tiny: expect no staging cost to weigh against it)
     settings = make_settings(tmp_path, emu.base_url, db_url, max_chunk_records=4,
-                             tar_min_files=3, tar_max_mean_mb=100)
+                             tar_min_files=3, tar_max_mean_mb=100, tar_staging_seconds=0)
     job_id = await run_job_to_end(settings, repo, job_spec(6, path_template=TEMPLATE))
     assert (await repo.get_job(job_id)).state == "succeeded"
     exports = await repo.list_exports(job_id)
@@ -217,25 +218,25 @@ def _meta(segments: int) -> SeriesMeta:
     return SeriesMeta("hmi.x", "", [], [], [SegmentInfo(f"s{i}") for i in range(segments)])
 
 
-@pytest.mark.parametrize(("protocol", "records", "mb_per_record", "segments", "expected"), [
-    ("as-is", 1000, 0.2, 1, "url-tar"),     # many small files: one tar
-    ("fits", 1000, 0.2, 1, "url-tar"),
-    ("as-is", 100, 0.2, 1, "url_quick"),    # too few files to pay for staging
-    ("fits", 100, 0.2, 1, "url"),
-    ("as-is", 1000, 50.0, 1, "url_quick"),  # big files: the round trip does not matter
-    ("fits", 250, 1.0, 2, "url-tar"),       # 500 files of 0.5 MB (two segments a record)
-    ("fits", 0, 0.0, 1, "url"),             # no estimate: per file
+@pytest.mark.parametrize(("protocol", "records", "mb_per_record", "segments", "rtt", "expected"), [
+    ("as-is", 1000, 0.2, 1, 0.05, "url-tar"),     # many small files far away: one tar
+    ("fits", 1000, 0.2, 1, 0.05, "url-tar"),
+    ("as-is", 1000, 0.2, 1, 0.001, "url_quick"),  # the same on a short path: per file
+    ("as-is", 300, 0.2, 1, 0.05, "url_quick"),    # 15 s of round trips < 30 s of staging
+    ("fits", 100, 0.2, 1, 1.0, "url"),            # too few files, however far
+    ("as-is", 1000, 50.0, 1, 0.05, "url_quick"),  # big files: the round trip does not matter
+    ("fits", 500, 1.0, 2, 0.05, "url-tar"),       # 1,000 files of 0.5 MB (two segments a record)
+    ("fits", 0, 0.0, 1, 0.05, "url"),             # no estimate: per file
+    ("fits", 1000, 0.2, 1, None, "url"),          # no round trip measured yet: per file
 ])
 def test_auto_method_choice(protocol: str, records: int, mb_per_record: float, segments: int,
-                            expected: str) -> None:
+                            rtt: float | None, expected: str) -> None:
     settings = load_settings(email=EMAIL)
     spec = JobSpec(series="hmi.x", start="2014.01.01", end="2014.01.02", protocol=protocol)
     est_bytes = int(records * mb_per_record * 2**20)
-    assert chunk_method(spec, _meta(segments), settings, est_records=records,
-                        est_bytes=est_bytes) == expected
+    kw = {"est_records": records, "est_bytes": est_bytes, "round_trip": rtt}
+    assert chunk_method(spec, _meta(segments), settings, **kw) == expected
     explicit = spec.model_copy(update={"method": "url"})
-    assert chunk_method(explicit, _meta(segments), settings, est_records=records,
-                        est_bytes=est_bytes) == "url"
+    assert chunk_method(explicit, _meta(segments), settings, **kw) == "url"
     never = load_settings(email=EMAIL, tar_max_mean_mb=0)
-    assert chunk_method(spec, _meta(segments), never, est_records=records,
-                        est_bytes=est_bytes) != "url-tar"
+    assert chunk_method(spec, _meta(segments), never, **kw) != "url-tar"
