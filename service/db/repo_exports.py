@@ -174,6 +174,13 @@ class ExportsMixin(RepoBase):
             return claims
         return await self._run(tx)
 
+    async def next_poll_due(self) -> datetime | None:
+        """When the earliest scheduled status poll is due (None when no export waits)."""
+        async def tx(s: AsyncSession) -> datetime | None:
+            return await s.scalar(select(func.min(Export.next_poll_at)).where(
+                Export.state.in_(("submitted", "polling"))))
+        return await self._run(tx, read_only=True)
+
     async def record_poll(self, export_id: int, *, status: int, wait: float, lease_token: int,
                           error: str | None = None, now: datetime | None = None) -> bool:
         """Record a pending exp_status answer; the next poll is due ``wait`` seconds later."""

@@ -9,6 +9,7 @@ fails with JSOC's own message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -84,8 +85,22 @@ async def poll_tick(ctx: StageContext) -> bool:
         ctx.worker_id, limit=POLL_BATCH, lease_seconds=ctx.settings.lease_seconds)
     for claim in claims:
         ctx.holding["polling"].add(claim.export_id)
-        ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}")
+        ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}",
+                  wake=("poll",))  # its next poll is scheduled when it ends
+    if not claims:
+        await _wake_when_due(ctx)
     return bool(claims)
+
+
+async def _wake_when_due(ctx: StageContext) -> None:
+    """Wake the poll loop when the next scheduled poll is due, not at its next idle check
+    (which may come up to a few seconds later)."""
+    due = await ctx.repo.next_poll_due()
+    if due is None:
+        return
+    delay = (due - ctx.now()).total_seconds()
+    if 0 < delay < ctx.settings.poll_max:
+        asyncio.get_running_loop().call_later(delay, ctx.wakers.poke, "poll")
 
 
 async def poll_export(ctx: StageContext, claim: PollClaim) -> None:
