@@ -34,7 +34,6 @@ from service.download.fetch import (
     FetchVerifyError,
     fetch_file,
 )
-from service.download.limits import BreakerState
 from service.download.paths import UnsafePathError, part_path, safe_join
 from service.download.verify import VerificationError
 from service.jsoc.status import JsocError
@@ -48,6 +47,8 @@ from service.stages.transfer import (
     link_stored,
     place_fetched,
     record,
+    retry_outcome,
+    retry_unexpected,
 )
 
 log = logging.getLogger(__name__)
@@ -177,10 +178,7 @@ class Lane:
             await asyncio.shield(_hand_back(ctx, claim))
             raise
         except Exception as exc:  # never keep a lease nobody works on
-            log.exception("file %s: download failed", claim.file_id)
-            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
-                                    error=f"{type(exc).__name__}: {exc}",
-                                    next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+            retry_unexpected(ctx, claim, exc)
 
     async def _fetch(self, claim: FileClaim) -> None:
         ctx = self.ctx
@@ -230,10 +228,7 @@ class Lane:
         except FetchVerifyError as exc:
             _retry(ctx, claim, exc)
         except Exception as exc:
-            log.exception("file %s: placing it failed", claim.file_id)
-            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
-                                    error=f"{type(exc).__name__}: {exc}",
-                                    next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+            retry_unexpected(ctx, claim, exc)
 
     async def _copy(self, claim: FileClaim) -> None:
         ctx = self.ctx
@@ -288,30 +283,4 @@ async def _hand_back(ctx: StageContext, claim: FileClaim) -> None:
 
 
 def _retry(ctx: StageContext, claim: FileClaim, exc: FetchError) -> None:
-    """A transfer that made progress resumes at once; otherwise back off (or give up after
-    retry_max_attempts). While the host's breaker is open no attempt is counted."""
-    breaker = ctx.breaker(claim.url)
-    log.info("file %s: %s", claim.file_id, exc)
-    if exc.bytes_done > claim.bytes_done:
-        breaker.record_success()
-        record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
-                                bytes_done=exc.bytes_done))
-        return
-    was_closed = breaker.state is BreakerState.CLOSED
-    if not isinstance(exc, FetchVerifyError) and (exc.http_status is None
-                                                  or exc.http_status >= 500):
-        breaker.record_failure()  # the host did not answer properly
-    if breaker.state is not BreakerState.CLOSED:
-        log.log(logging.WARNING if was_closed else logging.DEBUG,
-                "%s is unavailable (circuit breaker open; attempts are not counted): %s",
-                claim.host, exc)
-        record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
-                                bytes_done=exc.bytes_done))
-        return
-    if claim.attempts + 1 >= ctx.settings.retry_max_attempts:
-        record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token,
-                                error=f"gave up after {claim.attempts + 1} attempts: {exc}"))
-        return
-    delay = ctx.retry_delay(claim.attempts, exc.retry_after)
-    record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token, error=str(exc),
-                            next_attempt_at=ctx.later(delay), bytes_done=exc.bytes_done))
+    record(ctx, retry_outcome(ctx, claim, exc, exc.bytes_done))

@@ -23,12 +23,11 @@ from collections.abc import Awaitable, Callable
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import MemberDone, TarMember
-from service.download.fetch import FetchError, FetchPermanentError, FetchVerifyError
-from service.download.limits import BreakerState
+from service.download.fetch import FetchError, FetchPermanentError
 from service.download.paths import UnsafePathError, safe_join
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
 from service.stages.context import StageContext
-from service.stages.transfer import LeaseGone, ensure_lease, record
+from service.stages.transfer import LeaseGone, ensure_lease, record, retry_outcome
 
 log = logging.getLogger(__name__)
 
@@ -166,28 +165,13 @@ class TarTransfer:
                                      error=error, bytes_done=self.offset))
 
     def _retry(self, exc: FetchError) -> None:
-        """Resume at once after progress; otherwise back off (attempts counted, the breaker
-        honoured) and give up after retry_max_attempts."""
-        ctx, claim = self.ctx, self.claim
-        breaker = ctx.breaker(claim.url)
-        log.info("tar %s: %s", claim.file_id, exc)
-        if self.offset > claim.bytes_done:
-            breaker.record_success()
-            record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
-                                    bytes_done=self.offset))
-            return
-        if not isinstance(exc, FetchVerifyError) and (exc.http_status is None
-                                                      or exc.http_status >= 500):
-            breaker.record_failure()
-        if breaker.state is not BreakerState.CLOSED:
-            record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
-                                    bytes_done=self.offset))
-        elif claim.attempts + 1 >= ctx.settings.retry_max_attempts:
-            self._fail(f"gave up after {claim.attempts + 1} attempts: {exc}")
+        """Resume at once after progress (from the last member boundary); otherwise the
+        file download policy (backoff, breaker, give up after retry_max_attempts)."""
+        outcome = retry_outcome(self.ctx, self.claim, exc, self.offset)
+        if outcome.kind == "fail":
+            self._fail(outcome.error or str(exc))
         else:
-            delay = ctx.retry_delay(claim.attempts, exc.retry_after)
-            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token, error=str(exc),
-                                    next_attempt_at=ctx.later(delay), bytes_done=self.offset))
+            record(self.ctx, outcome)
 
     async def _hand_back(self) -> None:
         """Shutdown: release the tar row at the last member boundary recorded."""

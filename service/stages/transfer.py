@@ -16,7 +16,8 @@ from pathlib import Path
 
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
-from service.download.fetch import FetchResult, place_part
+from service.download.fetch import FetchError, FetchResult, FetchVerifyError, place_part
+from service.download.limits import BreakerState
 from service.download.paths import can_sync_filesystem, part_path, replace_durably, safe_join
 from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
 from service.stages.context import StageContext
@@ -37,6 +38,41 @@ def record(ctx: StageContext, outcome: FileOutcome,
     if outcome.kind != "progress":
         ctx.holding["downloading"].discard(outcome.file_id)
     return ctx.recorder.add(outcome, sync_dir=sync_dir)
+
+
+def retry_outcome(ctx: StageContext, claim: FileClaim, exc: FetchError,
+                  bytes_done: int) -> FileOutcome:
+    """What a failed transfer leads to: after progress, resume at once; while the host's
+    circuit breaker is open, hand the file back without counting an attempt; after
+    retry_max_attempts, give up; else retry with full-jitter backoff honouring Retry-After."""
+    breaker = ctx.breaker(claim.url)
+    log.info("file %s: %s", claim.file_id, exc)
+    if bytes_done > claim.bytes_done:
+        breaker.record_success()
+        return FileOutcome(claim.file_id, "release", claim.lease_token, bytes_done=bytes_done)
+    was_closed = breaker.state is BreakerState.CLOSED
+    if not isinstance(exc, FetchVerifyError) and (exc.http_status is None
+                                                  or exc.http_status >= 500):
+        breaker.record_failure()  # the host did not answer properly
+    if breaker.state is not BreakerState.CLOSED:
+        log.log(logging.WARNING if was_closed else logging.DEBUG,
+                "%s is unavailable (circuit breaker open; attempts are not counted): %s",
+                claim.host, exc)
+        return FileOutcome(claim.file_id, "release", claim.lease_token, bytes_done=bytes_done)
+    if claim.attempts + 1 >= ctx.settings.retry_max_attempts:
+        return FileOutcome(claim.file_id, "fail", claim.lease_token, bytes_done=bytes_done,
+                           error=f"gave up after {claim.attempts + 1} attempts: {exc}")
+    delay = ctx.retry_delay(claim.attempts, exc.retry_after)
+    return FileOutcome(claim.file_id, "retry", claim.lease_token, error=str(exc),
+                       next_attempt_at=ctx.later(delay), bytes_done=bytes_done)
+
+
+def retry_unexpected(ctx: StageContext, claim: FileClaim, exc: Exception) -> None:
+    """An error no policy foresaw: log it and retry the file later (never keep its lease)."""
+    log.exception("file %s: download failed", claim.file_id)
+    record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
+                            error=f"{type(exc).__name__}: {exc}",
+                            next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
 
 
 class Progress:

@@ -20,13 +20,14 @@ import shutil
 import threading
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from service.db.migrate import head_revision, upgrade_async
@@ -295,3 +296,19 @@ async def ready_export(repo: Repo, job_id: str, names: list[str], *, worker: str
     todo = await repo.record_export_ready(claim.export_id, files=file_specs(names, **file_kw))
     assert todo is not None
     return claim.export_id, claim.chunk_id
+
+
+@asynccontextmanager
+async def serving(handler: Any) -> AsyncIterator[str]:
+    """An aiohttp server on 127.0.0.1 (free port) answering every GET with ``handler``;
+    yields its base URL."""
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/"
+    finally:
+        await runner.cleanup()

@@ -24,6 +24,7 @@ from service.download import (
     part_path,
 )
 from service.download.fetch import READ_BUFSIZE
+from tests.service.conftest import serving
 
 MiB = 1 << 20
 # aiohttp drops the bytes it buffered but had not handed over when a connection breaks; its
@@ -104,16 +105,9 @@ class FaultyFileServer:
 @pytest.fixture
 async def server() -> AsyncIterator[FaultyFileServer]:
     srv = FaultyFileServer()
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    srv.base_url = f"http://{host}:{port}/"
-    yield srv
-    await runner.cleanup()
+    async with serving(srv.handle) as base_url:
+        srv.base_url = base_url
+        yield srv
 
 
 @pytest.fixture

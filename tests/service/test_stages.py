@@ -198,7 +198,7 @@ async def test_an_outage_pauses_downloads_without_spending_their_retries(
             assert await plan_tick(ctx) and await submit_tick(ctx)
             await drain(ctx)
             await poll_until_ready(ctx, repo)
-        caplog.set_level(logging.DEBUG, logger="service.stages.download")
+        caplog.set_level(logging.DEBUG, logger="service.stages")
         emu.set_faults(outage_seconds=3600)  # JSOC is down (files answer 503 + Retry-After)
         running = Running(settings, repo)
         try:

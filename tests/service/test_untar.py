@@ -25,6 +25,7 @@ from service.download.tarstream import meta_record, parse_header, parse_number
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
 from service.jsoc.client import JsocClient
 from service.jsoc.status import StatusKind
+from tests.service.conftest import serving
 
 EMAIL = "a@b.org"
 LONG = "deep/" + "x" * 120 + "/name_longer_than_a_hundred_bytes.txt"
@@ -119,16 +120,9 @@ class TarServer:
 @pytest.fixture
 async def server() -> AsyncIterator[TarServer]:
     srv = TarServer()
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", srv.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    srv.base_url = f"http://{host}:{port}/"
-    yield srv
-    await runner.cleanup()
+    async with serving(srv.handle) as base_url:
+        srv.base_url = base_url
+        yield srv
 
 
 @pytest.fixture
