@@ -35,6 +35,15 @@ STAGES: tuple[tuple[str, Tick], ...] = (
     ("download", download_tick))
 
 
+def pid_space() -> str | None:
+    """This process's pid namespace (``pid:[4026531836]``), so a pid is only compared with
+    pids of the same namespace (containers on one host name); None where unknown."""
+    try:
+        return os.readlink("/proc/self/ns/pid")[:64]
+    except OSError:
+        return None
+
+
 def process_alive(pid: int) -> bool:
     """Is ``pid`` a live process on this machine other than this one?"""
     if pid == os.getpid() or pid <= 0:
@@ -136,7 +145,8 @@ class Worker:
         started = time.monotonic()
         try:
             await self.repo.heartbeat(self.worker_id, hostname=socket.gethostname(),
-                                      pid=os.getpid(), holding=ctx.holding_summary(),
+                                      pid=os.getpid(), pid_space=pid_space(),
+                                      holding=ctx.holding_summary(),
                                       renew_lease_seconds=self.settings.lease_seconds)
         except Exception:
             log.exception("heartbeat of worker %s failed", self.worker_id)
@@ -150,6 +160,7 @@ class Worker:
         try:
             dead = await self.repo.reap_dead_workers(
                 self.worker_id, hostname=socket.gethostname(), is_alive=process_alive,
+                pid_space=pid_space(),
                 stale_after=2 * s.lease_seconds)
         except Exception:
             log.exception("looking for dead workers failed")

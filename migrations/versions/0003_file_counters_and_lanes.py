@@ -1,5 +1,6 @@
 """Per-chunk file counters (status and completion no longer count file rows), download lanes
-on files, and the indexes batch claims and cross-job de-duplication walk.
+on files, the indexes batch claims and cross-job de-duplication walk, and the pid namespace of
+each worker (a dead worker is recognised by its pid only within the same namespace).
 
 Revision ID: 0003
 Revises: 0002
@@ -51,9 +52,13 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_files_file_key"), ["file_key"], unique=False)
     with op.batch_alter_table("stored_files") as batch:
         batch.create_index(batch.f("ix_stored_files_path"), ["path"], unique=False)
+    with op.batch_alter_table("workers") as batch:
+        batch.add_column(sa.Column("pid_space", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("workers") as batch:
+        batch.drop_column("pid_space")
     with op.batch_alter_table("stored_files") as batch:
         batch.drop_index(batch.f("ix_stored_files_path"))
     with op.batch_alter_table("files") as batch:

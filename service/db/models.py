@@ -291,6 +291,7 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
+    pid_space: Mapped[str | None] = mapped_column(String(64))  # the pid namespace of `pid`
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]

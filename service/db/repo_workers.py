@@ -17,6 +17,7 @@ class WorkersMixin(RepoBase):
     """Worker registry and lease housekeeping."""
 
     async def heartbeat(self, worker_id: str, *, hostname: str, pid: int,
+                        pid_space: str | None = None,
                         holding: dict[str, Any] | None = None,
                         renew_lease_seconds: float | None = None,
                         now: datetime | None = None) -> int:
@@ -25,10 +26,12 @@ class WorkersMixin(RepoBase):
         async def tx(s: AsyncSession) -> int:
             t = self.now(now)
             stmt = self.insert(Worker).values(id=worker_id, hostname=hostname, pid=pid,
+                                              pid_space=pid_space,
                                               started_at=t, heartbeat_at=t, holding=holding)
             await s.execute(stmt.on_conflict_do_update(
                 index_elements=["id"],
-                set_={"hostname": hostname, "pid": pid, "heartbeat_at": t, "holding": holding,
+                set_={"hostname": hostname, "pid": pid, "pid_space": pid_space,
+                      "heartbeat_at": t, "holding": holding,
                       "stopped_at": None}))
             if renew_lease_seconds is None:
                 return 0
@@ -54,15 +57,18 @@ class WorkersMixin(RepoBase):
 
     async def reap_dead_workers(self, worker_id: str, *, hostname: str,
                                 is_alive: Callable[[int], bool], stale_after: float,
+                                pid_space: str | None = None,
                                 now: datetime | None = None) -> list[str]:
-        """Release at once everything held by workers known to be dead: on this host with
-        their process gone (or with this process's pid, so an earlier life of it), or silent
-        for ``stale_after`` seconds anywhere. Returns their ids."""
+        """Release at once everything held by workers known to be dead: on this host and in
+        this pid namespace with their process gone (or with this process's pid, so an
+        earlier life of it), or silent for ``stale_after`` seconds anywhere. Returns their
+        ids."""
         t = self.now(now)
         dead = [w.id for w in await self.list_workers()
                 if w.id != worker_id and w.stopped_at is None
                 and (w.heartbeat_at < t - timedelta(seconds=stale_after)
-                     or (w.hostname == hostname and not is_alive(w.pid)))]
+                     or (w.hostname == hostname and w.pid_space == pid_space
+                         and not is_alive(w.pid)))]
         for other in dead:
             await self.release_leases(other, now=now)
         return dead

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from service.download.paths import sync_filesystems
 log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 5.0
+CLOSE_SECONDS = 15.0  # how long a stopping worker keeps trying to record what is left
 COALESCED = ("progress", "tar_progress")  # several of one file's lease become one outcome
 
 
@@ -83,9 +85,13 @@ class OutcomeRecorder:
                 and entry.outcome.lease_token == final.lease_token):
             entry.superseded = True
 
-    async def flush(self) -> None:
-        """Commit everything queued so far (retrying while the database is unreachable)."""
-        delay = 0.05
+    async def flush(self, *, give_up_after: float | None = None) -> None:
+        """Commit everything queued so far, retrying while the database is unreachable (for
+        at most ``give_up_after`` seconds, then the outcomes are dropped: their leases run
+        out, and files already in place are adopted when claimed again)."""
+        delay, deadline = 0.05, None
+        if give_up_after is not None:
+            deadline = time.monotonic() + give_up_after
         while True:
             try:
                 await self._commit()
@@ -95,8 +101,19 @@ class OutcomeRecorder:
             except Exception:
                 log.exception("recording %d file outcome(s) failed; retrying in %.2fs",
                               len(self._entries), delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            if deadline is not None and time.monotonic() + delay > deadline:
+                self._drop()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _drop(self) -> None:
+        log.error("gave up recording %d file outcome(s): the database stayed unreachable",
+                  len(self._entries))
+        for entry in self._entries:
+            if not entry.future.done():
+                entry.future.set_result(False)
+        self._entries, self._progress = [], {}
 
     async def close(self) -> None:
         """Commit what is left and stop the background committer."""
@@ -106,7 +123,7 @@ class OutcomeRecorder:
                 await self._task
             self._task = None
         if self._entries:
-            await self.flush()
+            await self.flush(give_up_after=CLOSE_SECONDS)
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():

@@ -117,21 +117,22 @@ async def test_a_file_two_jobs_want_is_fetched_once(repo: Repo) -> None:
 
 async def test_dead_worker_on_this_host_is_released_at_once(repo: Repo, clock: Clock) -> None:
     r = Repo(repo.engine, clock=clock)
-    await r.heartbeat("old", hostname="h1", pid=4242)
-    await r.heartbeat("far", hostname="h2", pid=4242)
+    await r.heartbeat("old", hostname="h1", pid=4242, pid_space="pid:[1]")
+    await r.heartbeat("far", hostname="h2", pid=4242, pid_space="pid:[1]")
+    await r.heartbeat("boxed", hostname="h1", pid=4242, pid_space="pid:[2]")  # a container
     job_id = await job_with_chunks(r, 1)
     await ready_export(r, job_id, ["a", "b"])
     await r.claim_file_batch("old", HOST, lane="old#1", max_files=1, lease_seconds=600)
     await r.claim_file_batch("far", HOST, lane="far#1", max_per_host=2, max_files=1,
                              lease_seconds=600)
     dead = await r.reap_dead_workers("new", hostname="h1", is_alive=lambda pid: False,
-                                     stale_after=120)
-    assert dead == ["old"]  # the other host's worker is not judged by a pid here
+                                     stale_after=120, pid_space="pid:[1]")
+    assert dead == ["old"]  # other hosts' and other pid namespaces' workers: not by a pid
     assert len(await r.claim_file_batch("new", HOST, lane="new#1", max_per_host=2,
                                         max_files=5)) == 1
-    clock.advance(121)  # "far" has been silent for two leases
-    assert await r.reap_dead_workers("new", hostname="h1", is_alive=lambda pid: True,
-                                     stale_after=120) == ["far"]
+    clock.advance(121)  # "far" and "boxed" have been silent for two leases
+    assert sorted(await r.reap_dead_workers("new", hostname="h1", is_alive=lambda pid: True,
+                                            stale_after=120)) == ["boxed", "far"]
 
 
 async def test_a_file_renamed_before_its_commit_is_adopted_not_fetched(
