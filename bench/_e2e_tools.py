@@ -5,8 +5,8 @@
 - drms / sunpy: a child process (`bench._e2e_clients`) that times export + wait + download
   (drms) or `JSOCClient.fetch` (sunpy, search done before the clock starts).
 - jsoc-bulk: a fresh `jsoc-bulk serve` (new SQLite database and data dir) started and healthy
-  before the clock starts; timed from `POST /api/v1/jobs` until `GET /api/v1/jobs/{id}`
-  (polled every 20 ms over one keep-alive connection) says the job is finished.
+  before the clock starts; timed from just before `POST /api/v1/jobs` to the job's recorded
+  `finished_at` (status polled every 50-250 ms over one keep-alive connection).
 
 Every run is preceded by `POST /_sim/reset`, so the emulator's stats afterwards are that run's.
 """

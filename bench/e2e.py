@@ -127,11 +127,12 @@ def tar(args: argparse.Namespace) -> list[Workload]:
     tools = [Tool("curl", "curl", "url_quick", "as-is"),
              *(Tool(f"jsoc-bulk {m}", "jsoc-bulk", m, "as-is")
                for m in ("url_quick", "url-tar", "auto"))]
-    return [Workload(f"tar-{size}", f"tar: {args.tar_files} AIA files{{size}}, "
-                     "50 ms per request, 20 MiB/s", aia(args.tar_files), tools,
+    return [Workload(f"tar-{count}-{size}", f"tar: {count} AIA files{{size}}, "
+                     "50 ms per request, 20 MiB/s", aia(count), tools,
                      ["--file-size", size, *TAR_STAGING],
                      {"latency": LATENCY, "bandwidth": BANDWIDTH}, needs=("--latency",))
-            for size in args.tar_sizes.split(",")]
+            for size in args.tar_sizes.split(",")
+            for count in (int(n) for n in str(args.tar_files).split(","))]
 
 
 WORKLOADS: dict[str, Callable[[argparse.Namespace], list[Workload]]] = {
@@ -260,9 +261,9 @@ def tools_markdown(opts: Options) -> list[str]:
         f"max_splits=1, sleep={opts.sunpy_sleep:g})` timed (sunpy sleeps sleep/2 after the "
         "export request; drms polls as above; parfive downloads), in a child process.",
         "- jsoc-bulk: a fresh `jsoc-bulk serve` (SQLite, new data dir) per run, healthy before "
-        "the clock starts; timed from `POST /api/v1/jobs` to state `succeeded`, polled every "
-        "20 ms" + (f"; daemon flags {' '.join(opts.daemon_args)}" if opts.daemon_args else "")
-        + ".",
+        "the clock starts; timed from just before `POST /api/v1/jobs` to the job's recorded "
+        "`finished_at`"
+        + (f"; daemon flags {' '.join(opts.daemon_args)}" if opts.daemon_args else "") + ".",
         "- CPU: curl as a reaped child (getrusage), drms/sunpy their own process over the timed "
         "span, jsoc-bulk the daemon's /proc utime+stime over the job. Speed = curl time / tool "
         "time. The emulator's stats are reset before each run; progress lines show them as "
@@ -285,7 +286,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--staged-size", default="8M", help="emulator --file-size of the staged workload")
     add("--staged-bandwidth", default="5M", help="per download, staged workload")
     add("--staged-chunk", type=int, default=12, help="jsoc-bulk --max-chunk-records (staged)")
-    add("--tar-files", type=int, default=1000)
+    add("--tar-files", default="1000", help="file counts of the tar workload, comma-separated "
+        "(e.g. 50,200,1000 shows where url-tar starts to win)")
     add("--tar-sizes", default="210K", help="emulator --file-size values of the tar workload, "
         "comma-separated (210K gives AIA files of ~100 kB, 2100K ~1 MB)")
     add("--sunpy-sleep", type=float, default=10.0, help="sunpy fetch(sleep=...), its default 10")
