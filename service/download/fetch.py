@@ -228,13 +228,20 @@ async def fetch_file(
                     "answering ranges inconsistently)") from None
 
 
-async def _attempt(session: aiohttp.ClientSession, opts: _Options, dest: Path, part: Path,
-                   offset: int, validator: str | None, stats: dict[str, int]) -> FetchResult:
-    """One request; returns the result or raises FetchError / _Restart."""
+def resume_headers(offset: int, validator: str | None) -> dict[str, str]:
+    """Request headers for a body from byte `offset` (the whole body when 0): identity
+    encoding, so byte counts match Content-Length, and Range + If-Range to resume."""
     headers = {"Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         headers["If-Range"] = validator or ""
+    return headers
+
+
+async def _attempt(session: aiohttp.ClientSession, opts: _Options, dest: Path, part: Path,
+                   offset: int, validator: str | None, stats: dict[str, int]) -> FetchResult:
+    """One request; returns the result or raises FetchError / _Restart."""
+    headers = resume_headers(offset, validator)
     try:
         async with session.get(opts.url, headers=headers, timeout=opts.timeout,
                                read_bufsize=READ_BUFSIZE) as resp:

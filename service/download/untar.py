@@ -40,6 +40,7 @@ from service.download.fetch import (
     ValidatorCallback,
     parse_content_range,
     raise_for_http,
+    resume_headers,
     validator_of,
 )
 from service.download.paths import UnsafePathError, part_path, replace_durably, safe_join
@@ -160,10 +161,7 @@ async def unpack_tar(
 
 async def _attempt(session: aiohttp.ClientSession, run: _Run, offset: int) -> TarResult:
     """One request from `offset`; returns the result or raises FetchError / _Restart."""
-    headers = {"Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-        headers["If-Range"] = run.validator or ""
+    headers = resume_headers(offset, run.validator)
     run.done = offset
     try:
         async with session.get(run.url, headers=headers, timeout=run.timeout,

@@ -27,7 +27,7 @@ from service.stages.method_choice import chunk_method
 from tests.service.test_worker import (
     EMAIL,
     Running,
-    final_state,
+    finish_with_worker,
     job_spec,
     make_settings,
     no_politeness_violations,
@@ -175,11 +175,7 @@ async def test_cut_tar_resumes_without_rewriting_placed_members(
         await conn.execute(update(File).where(File.id == tar.id).values(killed))
     first_copy = emu.stats()["files"][tar_paths(emu)[0]]["bytes_served"]
 
-    running = Running(settings, repo, worker_id="second")
-    try:
-        await wait_for(lambda: final_state(repo, job.id), 30, "the job to finish")
-    finally:
-        await running.stop()
+    await finish_with_worker(settings, repo, job.id, worker_id="second")
     assert (await repo.get_job(job.id)).state == "succeeded"
     [tar], members = await split_rows(repo, job.id)
     assert tar.state == "done" and len(members) == 12

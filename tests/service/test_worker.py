@@ -69,14 +69,20 @@ class Running:
 async def run_job_to_end(settings: Settings, repo: Repo, spec: dict[str, Any],
                          timeout: float = 30.0) -> str:
     job, _ = await repo.create_job(spec, notify_email=EMAIL)
-    running = Running(settings, repo)
+    await finish_with_worker(settings, repo, job.id, timeout=timeout)
+    return job.id
+
+
+async def finish_with_worker(settings: Settings, repo: Repo, job_id: str, *,
+                             worker_id: str = "w1", timeout: float = 30.0) -> None:
+    """Run a worker until the job reaches a final state (its rows in the failure message)."""
+    running = Running(settings, repo, worker_id=worker_id)
     try:
-        await wait_for(lambda: final_state(repo, job.id), timeout, f"job {job.id} to finish")
+        await wait_for(lambda: final_state(repo, job_id), timeout, f"job {job_id} to finish")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; {await describe(repo, job.id)}") from None
+        raise AssertionError(f"{exc}; {await describe(repo, job_id)}") from None
     finally:
         await running.stop()
-    return job.id
 
 
 async def describe(repo: Repo, job_id: str) -> str:
@@ -331,11 +337,7 @@ async def test_graceful_stop_then_a_new_worker_finishes(tmp_path: Path, repo: Re
         [worker] = await repo.list_workers()
         assert worker.id == "first" and worker.stopped_at is not None
 
-        running = Running(settings, repo, worker_id="second")
-        try:
-            await wait_for(lambda: final_state(repo, job.id), 30, "the job to finish")
-        finally:
-            await running.stop()
+        await finish_with_worker(settings, repo, job.id, worker_id="second")
         assert (await repo.get_job(job.id)).state == "succeeded"
         files = await repo.list_files(job.id)
         assert len(files) == 6
