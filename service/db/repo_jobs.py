@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import (
@@ -103,11 +103,10 @@ class JobsMixin(RepoBase):
         async def tx(s: AsyncSession) -> JobSummary:
             job = await _require_job(s, job_id)
             summary = JobSummary(job=job)
-            for model, counts in ((Chunk, summary.chunks), (Export, summary.exports)):
-                rows = await s.execute(select(model.state, func.count())
-                                       .where(model.job_id == job_id).group_by(model.state))
-                counts.update(rows.all())
-            await _file_totals(s, job_id, summary)
+            rows = await s.execute(select(Export.state, func.count())
+                                   .where(Export.job_id == job_id).group_by(Export.state))
+            summary.exports.update(rows.all())
+            await _chunk_and_file_totals(s, job_id, summary)
             summary.recent_events = list((await s.execute(
                 select(JobEvent).where(JobEvent.job_id == job_id)
                 .order_by(JobEvent.id.desc()).limit(events))).scalars())
@@ -274,19 +273,22 @@ class JobsMixin(RepoBase):
                                     f"(allowed when {', '.join(allowed)})")
 
 
-async def _file_totals(s: AsyncSession, job_id: str, summary: JobSummary) -> None:
-    """File counts and bytes from the chunk counters, plus the few files in flight: the cost
-    grows with the job's chunks and files downloading now, never with all its files."""
-    live = Chunk.state.not_in(("split", "cancelled"))
-    row = (await s.execute(select(
-        func.coalesce(func.sum(Chunk.files_open), 0), func.coalesce(func.sum(Chunk.files_done), 0),
-        func.coalesce(func.sum(Chunk.files_failed), 0),
-        func.coalesce(func.sum(Chunk.files_skipped), 0),
-        func.coalesce(func.sum(Chunk.bytes_done), 0),
-        func.coalesce(func.sum(Chunk.bytes_expected), 0),
-        func.coalesce(func.sum(case((live, Chunk.est_bytes), else_=0)), 0),
-    ).where(Chunk.job_id == job_id))).one()
-    opened, done, failed, skipped, bytes_done, expected, est = map(int, row)
+async def _chunk_and_file_totals(s: AsyncSession, job_id: str, summary: JobSummary) -> None:
+    """Chunk counts by state, and file counts and bytes from the chunk counters plus the few
+    files in flight: the cost grows with the job's chunks and files downloading now, never
+    with all its files."""
+    sums = [func.coalesce(func.sum(column), 0) for column in (
+        Chunk.files_open, Chunk.files_done, Chunk.files_failed, Chunk.files_skipped,
+        Chunk.bytes_done, Chunk.bytes_expected, Chunk.est_bytes)]
+    rows = (await s.execute(select(Chunk.state, func.count(), *sums)
+                            .where(Chunk.job_id == job_id).group_by(Chunk.state))).all()
+    totals = [0] * 6
+    for state, n, *values in rows:
+        summary.chunks[state] = n
+        totals = [t + int(v) for t, v in zip(totals, values[:6], strict=True)]
+        if state not in ("split", "cancelled"):
+            summary.est_bytes += int(values[6])
+    opened, done, failed, skipped, bytes_done, expected = totals
     moving, partial = (await s.execute(
         select(func.count(), func.coalesce(func.sum(File.bytes_done), 0))
         .where(File.job_id == job_id, File.state == "downloading", NOT_TAR_ROW))).one()
@@ -294,7 +296,6 @@ async def _file_totals(s: AsyncSession, job_id: str, summary: JobSummary) -> Non
               "failed": failed, "skipped": skipped}
     summary.files.update({k: v for k, v in counts.items() if v})
     summary.bytes_done, summary.bytes_expected = bytes_done + int(partial), expected
-    summary.est_bytes = est
 
 
 async def _require_job(s: AsyncSession, job_id: str) -> Job:

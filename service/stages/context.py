@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ BREAKER_THRESHOLD = 5  # consecutive failures that open a host's circuit breaker
 BREAKER_COOLDOWN_MAX = 30.0  # seconds an open breaker waits before letting a probe through
 MAX_IDLE_SECONDS = 5.0
 EXTRA_CONNECTIONS = 4  # CGI calls on top of the download connections
+PLAN_WAKE_SECONDS = 1.0  # files finishing wake the planner (more chunks) at most this often
 
 
 STAGE_NAMES = ("plan", "submit", "poll", "download")
@@ -41,11 +43,20 @@ class Wakers:
 
     def __init__(self) -> None:
         self._events = {name: asyncio.Event() for name in STAGE_NAMES}
+        self._last: dict[str, float] = {}
 
     def poke(self, *stages: str) -> None:
         """Wake the named stages (all of them when none is named, e.g. on shutdown)."""
         for name in stages or STAGE_NAMES:
             self._events[name].set()
+
+    def poke_at_most_every(self, stage: str, seconds: float) -> None:
+        """Wake ``stage`` unless it was woken this way less than ``seconds`` ago (for events
+        that come several times a second and only sometimes matter to it)."""
+        now = time.monotonic()
+        if now - self._last.get(stage, -seconds) >= seconds:
+            self._last[stage] = now
+            self._events[stage].set()
 
     async def wait(self, stage: str, timeout: float) -> None:
         """Wait until ``stage`` is poked or ``timeout`` passes; then re-arm."""
@@ -225,7 +236,8 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
         ctx = StageContext(settings=settings, repo=repo, jsoc=jsoc, session=session,
                            worker_id=worker_id, stop=stop, breakers=make_breakers(settings),
                            recorder=recorder)
-        recorder.on_settled = lambda: ctx.wakers.poke("plan")  # chunks may have closed
+        recorder.on_settled = lambda: ctx.wakers.poke_at_most_every(  # chunks may have closed
+            "plan", PLAN_WAKE_SECONDS)
         yield ctx
     finally:
         await recorder.close()
