@@ -146,7 +146,10 @@ class Lane:
     async def _close(self) -> None:
         """Hand back what was not started, wait for the finishing work, commit."""
         if self.next_batch is not None:
-            self.queue.extend(await self._next())
+            try:
+                self.queue.extend(await self._next())
+            except Exception:  # the lease of that batch (if any) runs out on its own
+                log.exception("lane %s: leasing its next batch failed", self.name)
         for claim in self.queue:
             record(self.ctx, FileOutcome(claim.file_id, "release", claim.lease_token))
         self.queue.clear()
