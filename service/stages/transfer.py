@@ -8,6 +8,7 @@ Every outcome goes to the worker's group-commit recorder; none of these waits fo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Files are renamed into place unsynced and made durable together by the group commit's
 # syncfs (before their rows say done) where the system has it; else fsynced one by one.
 FSYNC_EACH = not can_sync_filesystem()
+INLINE_PLACE_BELOW = 256 << 10
 
 
 class LeaseGone(Exception):
@@ -128,9 +130,11 @@ async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult
                         dest: Path) -> None:
     """Verify, fsync and rename a complete part file, then record it done (the directory is
     fsynced by the group commit). Raises FetchVerifyError for a bad file."""
-    size = await asyncio.to_thread(place_part, result.path, dest,
-                                   expected_size=claim.size_expected, sync_dir=False,
-                                   sync_file=FSYNC_EACH)
+    place = functools.partial(place_part, result.path, dest, expected_size=claim.size_expected,
+                              sync_dir=False, sync_file=FSYNC_EACH)
+    # a small file without its own fsync: a header check and a rename, quicker than a thread
+    small = result.size < INLINE_PLACE_BELOW and not FSYNC_EACH
+    size = place() if small else await asyncio.to_thread(place)
     sha = result.sha256 or (await asyncio.to_thread(sha256_file, dest)).hexdigest()
     record(ctx, FileOutcome(claim.file_id, "done", claim.lease_token, sha256=sha, size=size),
            sync_dir=dest.parent)
