@@ -39,6 +39,7 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=3
                                         sock_read=120.0)
 PENDING_OR_DONE = frozenset({0, 1, 2, 12})
 ROUND_TRIP_SAMPLES = 20
+_SERIES_CACHE: dict[str, dict[str, SeriesMeta]] = {}  # server base URL -> series -> metadata
 
 
 def user_agent() -> str:
@@ -221,7 +222,9 @@ class JsocClient:
         self._session = session
         self._connector_args = {"limit": total_limit, "limit_per_host": per_host_limit,
                                 "keepalive_timeout": keepalive_timeout}
-        self._series_cache: dict[str, SeriesMeta] = {}
+        # shared by every client of this server in the process (the API validating a job and
+        # the worker planning it ask for the same series): {series: metadata}
+        self._series_cache = _SERIES_CACHE.setdefault(str(self.base_url), {})
         self._round_trips: deque[float] = deque(maxlen=ROUND_TRIP_SAMPLES)
 
     @property
@@ -297,7 +300,7 @@ class JsocClient:
     # -- jsoc_info / checkAddress -----------------------------------------------------------
 
     async def series_struct(self, series: str) -> SeriesMeta:
-        """Series metadata (cached per lower-cased series name)."""
+        """Series metadata (cached per server and lower-cased series name, for the process)."""
         key = _series_name(series)
         if not key:
             raise ValueError(f"no series name in {series!r}")
