@@ -407,9 +407,9 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
 
 def place_part(part: Path, dest: Path, *, expected_size: int | None,
                 fits: bool | None = None, sync_dir: bool = True, sync_file: bool = True) -> int:
-    """Verify a complete part file (size, FITS structure), fsync it and rename it to `dest`
-    (blocking: run it in a thread). Returns the size; a file failing verification is removed
-    and FetchVerifyError raised."""
+    """Verify a complete part file (size, FITS structure), fsync it (unless `sync_file` is
+    False: the caller syncs many files at once) and rename it to `dest` (blocking). Returns
+    the size; a file failing verification is removed and FetchVerifyError raised."""
     try:
         verify_file(part, expected_size=expected_size, fits=fits, display_name=dest.name)
     except VerificationError as exc:

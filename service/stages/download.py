@@ -2,10 +2,11 @@
 
 A lane holds one of the host's connection slots (cluster-wide, through the claim), leases a
 batch of files of one job at a time (by count and bytes), and streams them back to back over
-the worker's keep-alive connection. Each finished body is verified, fsynced and renamed by a
+the worker's keep-alive connection. Each finished body is verified and renamed by a
 finishing task while the lane already receives the next file; outcomes go to the group-commit
-recorder. Between batches the lane turns to the job served least recently, so a big job does
-not hold a small one up for more than one batch.
+recorder, which makes the placed files durable before it records them. Between batches the
+lane turns to the job served least recently, so a big job does not hold a small one up for
+more than one batch.
 
 Failures: transient ones are retried with full-jitter backoff honouring Retry-After; while a
 host's circuit breaker is open (outage) files are handed back without counting an attempt and
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 PROGRESS_BYTES = 8 << 20
 PROGRESS_SECONDS = 2.0
 EXPIRED_HTTP = (404, 410)
-MAX_FINISHING = 4  # files being verified / fsynced / renamed while the lane receives the next
+MAX_FINISHING = 4  # files being verified and renamed while the lane receives the next
 PREFETCH_AT = 8  # files left in the batch when the lane leases its next batch
 _lane_numbers = itertools.count(1)
 

@@ -11,7 +11,8 @@ journal). Progress outcomes of one file are coalesced (the newest wins; the memb
 placed are gathered into one outcome).
 
 If the database cannot be reached the outcomes stay queued and the commit is tried again with
-a growing delay; nothing is dropped.
+a growing delay. Only a stopping worker gives up, after ``CLOSE_SECONDS``: the leases of what
+it could not record run out, and files it placed are adopted when claimed again.
 """
 
 from __future__ import annotations

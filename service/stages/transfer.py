@@ -128,8 +128,9 @@ async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
 
 async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult,
                         dest: Path) -> None:
-    """Verify, fsync and rename a complete part file, then record it done (the directory is
-    fsynced by the group commit). Raises FetchVerifyError for a bad file."""
+    """Verify and rename a complete part file, then record it done; the group commit makes it
+    durable before the row says so (where syncfs is missing it is fsynced here). Raises
+    FetchVerifyError for a bad file."""
     place = functools.partial(place_part, result.path, dest, expected_size=claim.size_expected,
                               sync_dir=False, sync_file=FSYNC_EACH)
     # a small file without its own fsync: a header check and a rename, quicker than a thread
@@ -171,14 +172,18 @@ def _adopt(dest: Path, part: Path, expected: int | None) -> tuple[int, str]:
     """(size, sha256) of the verified file at ``dest``, renaming a complete FITS ``part``
     into place first; VerificationError when neither is complete (a part is then kept for
     resuming)."""
-    if not dest.is_file():
-        verify_file(part, expected_size=expected, fits=True)
-        replace_durably(part, dest, sync_dir=False, sync_file=FSYNC_EACH)
-    return _verified(dest, expected)
+    if dest.is_file():
+        return _verified(dest, expected)
+    size, sha = _verified(part, expected, fits=True)
+    replace_durably(part, dest, sync_dir=False, sync_file=FSYNC_EACH)
+    return size, sha
 
 
-def _verified(path: Path, expected: int | None) -> tuple[int, str]:
-    verify_file(path, expected_size=expected)
+def _verified(path: Path, expected: int | None, *, fits: bool | None = None,
+              display_name: str | None = None) -> tuple[int, str]:
+    """Verify a file (size; FITS structure when ``fits`` or its name says so) and return its
+    (size, sha256). ``display_name``: the name to judge and report by (a .part file's)."""
+    verify_file(path, expected_size=expected, fits=fits, display_name=display_name)
     return path.stat().st_size, sha256_file(path).hexdigest()
 
 
@@ -205,7 +210,7 @@ def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int,
     except OSError:
         shutil.copyfile(source, part)
     try:
-        size, sha = _verified(part, expected)
+        size, sha = _verified(part, expected, display_name=dest.name)
     except (OSError, VerificationError):
         part.unlink(missing_ok=True)
         raise

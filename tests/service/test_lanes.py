@@ -8,13 +8,18 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from jsocsim import run_emulator
 from service.db.repo import Repo
 from service.db.repo_files import FileOutcome
 from service.download.fetch import fetch_file
+from service.download.paths import part_path
+from service.download.verify import VerificationError
 from service.stages import plan_tick, poll_tick, submit_tick
 from service.stages.context import open_context
 from service.stages.download import download_file
+from service.stages.transfer import _link_verified
 from tests.service.conftest import Clock, job_with_chunks, ready_export
 from tests.service.test_worker import (
     EMAIL,
@@ -169,3 +174,13 @@ async def _until_files_listed(ctx: Any, repo: Repo) -> None:
             await asyncio.gather(*ctx.tasks)
         return bool(await repo.list_download_hosts())
     await wait_for(listed, 10, "the export's files to be listed")
+
+
+def test_a_stored_copy_is_checked_as_fits_before_it_is_linked(tmp_path: Path) -> None:
+    """The link is made under a .part name; it is still judged as the .fits it will become."""
+    stored = tmp_path / "stored.fits"
+    stored.write_bytes(b"SIMPLE  =                    T" + b" " * 50 + b"not a header" * 300)
+    dest = tmp_path / "job" / "copy.fits"
+    with pytest.raises(VerificationError):
+        _link_verified(stored, dest, None)
+    assert not dest.exists() and not part_path(dest).exists()
