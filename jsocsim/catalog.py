@@ -14,15 +14,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jsocsim.timeslots import parse_duration, parse_time
+from jsocsim.timeslots import format_time, parse_duration, parse_time
 
 DEFAULT_CATALOG = Path(__file__).parent / "data" / "catalog.json"
-TIME_KINDS = ("slot", "time")  # slotted time key / non-slotted time key on a regular grid
+# slotted time key / non-slotted time key on a regular grid / Carrington rotation number (a slot
+# per rotation: the key's value is the slot index, its time the rotation's start)
+TIME_KINDS = ("slot", "time", "rotation")
 
 
 @dataclass(frozen=True)
 class PrimeKey:
-    """A prime key. kind: slot | time (the series' time key), values, fsn, harp."""
+    """A prime key. kind: slot | time | rotation (the series' time key), values, fsn, harp."""
 
     name: str
     type: str
@@ -37,10 +39,24 @@ class PrimeKey:
     style: str = "tai"  # display style for time keys
     base: int = 0  # fsn keys: value of position 0 in the first slot
     per_slot: int = 1  # fsn keys: records (positions) per time slot
+    format: str | None = None  # printf layout of values in record names (e.g. %03.0f)
 
     @property
     def is_time(self) -> bool:
         return self.kind in TIME_KINDS
+
+    @property
+    def numbered(self) -> bool:
+        """A rotation key: its values are numbers (slot indices), not times."""
+        return self.kind == "rotation"
+
+    def display(self, value: Any) -> str:
+        """A value as record names show it."""
+        if self.numbered:
+            return str(int(value))
+        if self.is_time:
+            return format_time(value, self.style)
+        return self.format % value if self.format else str(value)
 
     @property
     def slotted(self) -> bool:
@@ -120,6 +136,7 @@ class Series:
     sunum_base: int
     gaps: bool = True
     nearline: bool = False
+    reprocessed: float = 0.0  # fraction of records with a newer version (the older is obsolete)
     harp: dict[str, float] = field(default_factory=dict, hash=False, compare=False)
 
     @cached_property
@@ -168,6 +185,7 @@ def _parse_primekey(raw: dict[str, Any]) -> PrimeKey:
         style=raw.get("style", "tai"),
         base=int(raw.get("base", 0)),
         per_slot=int(raw.get("per_slot", 1)),
+        format=raw.get("format"),
     )
 
 
@@ -278,6 +296,7 @@ def _parse_series(raw: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) 
         sunum_base=int(raw["sunum_base"]),
         gaps=bool(raw.get("gaps", True)),
         nearline=bool(raw.get("nearline", False)),
+        reprocessed=float(raw.get("reprocessed", 0.0)),
         harp=dict(raw.get("harp", {})),
     )
 

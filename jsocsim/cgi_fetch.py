@@ -18,6 +18,14 @@ from aiohttp import web
 
 from jsocsim.cgi_info import request_params
 from jsocsim.fitsgen import FileRecipe
+from jsocsim.images import (
+    IMAGE_PROTOCOLS,
+    MOVIE_ROW,
+    ImageRecipe,
+    ImageSpec,
+    ImageSpecError,
+    image_name,
+)
 from jsocsim.processing import (
     ProcessingError,
     ProcessSpec,
@@ -29,8 +37,7 @@ from jsocsim.processing import (
 )
 from jsocsim.query import QueryError, parse_recordset, single_series
 from jsocsim.state import SimState, client_ip, get_state
-from jsocsim.store import ExportFile, ExportPlan, stored_file_recipe
-from jsocsim.timeslots import format_time
+from jsocsim.store import ExportFile, ExportPlan, record_seed, stored_file_recipe
 
 METHODS = ("url_quick", "url", "url-tar")
 AS_IS_PROTOCOLS = ("as-is", "su-as-is", "su")
@@ -60,6 +67,7 @@ class RequestParams:
     filenamefmt: str
     process: ProcessSpec
     skip_quality: bool
+    image: ImageSpec | None = None  # jpg/mpg/mp4 exports
 
     @classmethod
     def parse(cls, params: dict[str, str]) -> RequestParams:
@@ -79,17 +87,22 @@ class RequestParams:
         raw = (params.get("protocol") or "as-is").strip()
         base, _, cparms = raw.partition(",")
         base = base.strip().lower()
-        if base not in ("fits", *AS_IS_PROTOCOLS):
-            raise ExportRequestError(f"Export protocol '{raw}' is not supported by this emulator;"
-                                     " accepted: as-is, fits, fits,compress Rice, fits,**NONE**")
+        if base not in ("fits", *AS_IS_PROTOCOLS, *IMAGE_PROTOCOLS):
+            raise ExportRequestError(
+                f"Export protocol '{raw}' is not supported; accepted: as-is, fits, "
+                "fits,compress Rice, fits,**NONE**, su, su-as-is, jpg|mpg|mp4[,CT=…,scaling=…,"
+                "size=…,min=…,max=…]")
         try:
             process = spec_from_params(params)
-        except ProcessingError as exc:
+            image = ImageSpec.parse(base, cparms) if base in IMAGE_PROTOCOLS else None
+        except (ProcessingError, ImageSpecError) as exc:
             raise ExportRequestError(str(exc)) from None
-        return cls(ds=ds, method=method, protocol="fits" if base == "fits" else "as-is",
-                   protocol_raw=raw, cparms=(cparms.strip() or None) if base == "fits" else None,
+        protocol = base if image else "fits" if base == "fits" else "as-is"
+        return cls(ds=ds, method=method, protocol=protocol, protocol_raw=raw,
+                   cparms=(cparms.strip() or None) if base == "fits" else None,
                    filenamefmt=params.get("filenamefmt") or DEFAULT_FILENAMEFMT,
-                   process=process, skip_quality=params.get("q", "0") not in ("", "0"))
+                   process=process, skip_quality=params.get("q", "0") not in ("", "0"),
+                   image=image)
 
     @property
     def quick(self) -> bool:
@@ -150,8 +163,7 @@ def _keyword_text(record: Any, name: str) -> str | None:
     key = series.primekey(name)
     if key is None:
         return None
-    value = record.prime[key.name]
-    return format_time(value, key.style) if key.is_time else str(value)
+    return key.display(record.prime[key.name])
 
 
 # ---- planning ------------------------------------------------------------------------------
@@ -226,7 +238,10 @@ def build_plan(state: SimState, request: RequestParams) -> ExportPlan:
     if not records:
         raise ExportRequestError("There are no files in this RecordSet")
     try:
-        fill_plan(state, request, plan, records, segments)
+        if request.image is not None:
+            fill_image_plan(state, request, plan, records, segments)
+        else:
+            fill_plan(state, request, plan, records, segments)
     except ProcessingError as exc:
         raise ExportRequestError(str(exc)) from None
     return plan
@@ -270,34 +285,49 @@ def sums_path(state: SimState, record: Any, file_name: str) -> str:
     return f"/SUM{partition}/D{record.sunum}/S{record.su_slot:05d}/{file_name}"
 
 
+def _export_names(request: RequestParams, out: _Output, record: Any, seg: Any,
+                  file_name: str, counter: int) -> tuple[str, str | None]:
+    """(name in the export directory, name of the directory segment holding it or None).
+
+    A directory segment is named once by filenamefmt ({segment} = the directory's name); its
+    files keep their own names inside it, as JSOC's symlinked (as-is) or copied (fits) trees.
+    """
+    stored = out.mod_files.get(seg.name.lower(), seg.stored) if out.processed else seg.stored
+    if seg.is_directory:
+        directory = render_filename(request.filenamefmt, out.series_name, record, stored,
+                                    counter)
+        return f"{directory}/{file_name.split('/', 1)[-1]}", directory
+    out_file = out.mod_files.get(seg.name.lower(), file_name) if out.processed else file_name
+    return render_filename(request.filenamefmt, out.series_name, record, out_file,
+                           counter), None
+
+
 def record_files(state: SimState, request: RequestParams, out: _Output, record: Any,
                  segments: list[Any], counter: int) -> tuple[list[ExportFile], float]:
-    """Export files of one record and their survey bytes."""
+    """Export files of one record and their survey bytes (missing files have no recipe)."""
     name = record.name()
     keywords = record.keyword_values() if request.protocol == "fits" or out.processed else None
+    record_name = mod_record_name(name, out.series_name) if out.processed else name
     files, nbytes = [], 0.0
     for seg in segments:
         shape = _full_shape(seg)
         transform = plan_transform(request.process, keywords or {}, shape)
+        row_name = record_name if request.protocol == "fits" else f"{record_name}{{{seg.name}}}"
+        missing = record.file_missing(seg.name)
         for file_name, size in record.segment_files(seg.name):
             counter += 1
+            filename, directory = _export_names(request, out, record, seg, file_name, counter)
             stored = stored_file_recipe(state.config, record, seg, file_name)
-            out_file = out.mod_files.get(seg.name.lower(), file_name) if out.processed \
-                else file_name
-            filename = render_filename(request.filenamefmt, out.series_name, record, out_file,
-                                       counter)
             header = None
             if request.protocol == "fits" and stored.is_fits():
                 header = mod_keywords(keywords or {}, transform, shape) if transform else keywords
-            recipe = dataclasses.replace(
+            recipe = None if missing else dataclasses.replace(
                 stored, filename=filename, keywords=header, transform=transform,
                 compress=_compress(request, stored) if stored.is_fits() else False)
-            record_name = mod_record_name(name, out.series_name) if out.processed else name
-            if request.protocol != "fits":
-                record_name += f"{{{seg.name}}}"
-            files.append(ExportFile(record_name, filename, sums_path(state, record, file_name),
-                                    recipe))
-            nbytes += size * (transform.size_ratio() if transform else 1.0)
+            files.append(ExportFile(
+                row_name, filename, sums_path(state, record, file_name), recipe, directory,
+                sums_path(state, record, seg.stored) if directory else None))
+            nbytes += 0 if missing else size * (transform.size_ratio() if transform else 1.0)
     return files, nbytes
 
 
@@ -317,11 +347,42 @@ def fill_plan(state: SimState, request: RequestParams, plan: ExportPlan, records
                 kw.name: str(record.keyword(kw.name)) for kw in series.keywords}))
     plan.rcount = len(records)
     plan.size_mb = size_mb(total)
+    plan.digest = export_digest(request, records, segments)
+
+
+def export_digest(request: RequestParams, records: list[Any], segments: list[Any]) -> str:
+    """JSOC's duplicate-detection MD5: records as a recnum list, filenamefmt, process,
+    protocol, method."""
     recnums = ",".join(str(r.recnum) for r in records)
-    spec = f"{series.name}[:{recnums}]{{{','.join(s.name for s in segments)}}}"
+    spec = f"{records[0].series.name}[:{recnums}]{{{','.join(s.name for s in segments)}}}"
     text = "|".join([spec, request.filenamefmt, request.process.text(), request.protocol_raw,
                      request.method])
-    plan.digest = hashlib.md5(text.encode()).hexdigest()
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def fill_image_plan(state: SimState, request: RequestParams, plan: ExportPlan,
+                    records: list[Any], segments: list[Any]) -> None:
+    """jpg/mpg/mp4: a JPEG per record from its first exported segment, and for movies one
+    movie of those frames listed first (jsoc_export_as_images)."""
+    spec = request.image
+    assert spec is not None
+    seg, series = segments[0], records[0].series
+    for record in records:
+        recipe = ImageRecipe(
+            seed=record_seed(state.config, record.name(), seg.name, seg.stored),
+            filename=image_name(record, series.name), segment_type=seg.type,
+            nbytes=int(state.config.file_size), compress=False, spec=spec)
+        plan.files.append(ExportFile(record.name(), recipe.filename,
+                                     sums_path(state, record, seg.stored), recipe))
+    if spec.movie:
+        movie = ImageRecipe(seed=0, filename=f"{series.name}.{spec.protocol}",
+                            segment_type=seg.type, nbytes=0, compress=False, spec=spec,
+                            frames=tuple(f.recipe for f in plan.files))
+        plan.files.insert(0, ExportFile(MOVIE_ROW, movie.filename, "", movie))
+    plan.offline = any(not r.online and not r.nearline for r in records)
+    plan.rcount = len(records)
+    plan.size_mb = size_mb(sum(seg.size for _ in records))
+    plan.digest = export_digest(request, records, segments)
 
 
 # ---- the CGI -------------------------------------------------------------------------------

@@ -82,6 +82,10 @@ async def serve_file(state: SimState, request: web.Request, url_path: str,
     path = await locate(state, url_path)
     if path is None or not path.is_file():
         state.stats.download_finished(ip, url_path, 0, 0, 0)
+        if state.store.is_directory(url_path):
+            return web.Response(status=403, text=(
+                f"{url_path} is a directory (a directory segment): export it with "
+                "method=url-tar to get its files.\n"))
         return web.Response(status=404, text=f"File not found: {url_path}\n")
     if seen_before and state.faults.should_change_file(url_path):
         await change_file(state, url_path, path)

@@ -21,6 +21,7 @@ _SERIES_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z0-9_]+)\s*")
 _NAMED_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?![=])(.*)$", re.S)
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NUM_RANGE_RE = re.compile(rf"^\s*({_NUMBER})\s*-\s*({_NUMBER})\s*$")
+ENDPOINTS = ("^", "$")  # first / last record
 _RECNUM_RE = re.compile(r"^\s*#\s*(\d+)\s*(?:-\s*#?\s*(\d+)\s*)?$")
 
 
@@ -30,7 +31,11 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class ValueItem:
-    """One item of a value set: value | range a-b | a/duration | $ (last) | ^ (first), @sample."""
+    """One item of a value set: value | range a-b | a/duration | $ (last) | ^ (first), @sample.
+
+    Range ends and a duration's start may be '^' or '$' themselves (`^-2014.01.01_TAI`,
+    `2024.01.01_TAI-$`, `$/1d` is just the last slot, `^/1d` the first day).
+    """
 
     kind: str  # "value", "range", "duration", "last", "first"
     start: Any = None
@@ -122,10 +127,15 @@ def _groups(rest: str, text: str) -> tuple[list[str], str | None]:
     return groups, segs
 
 
+def _timed(key: PrimeKey) -> bool:
+    """Values of `key` are times (rotation keys take rotation numbers)."""
+    return key.is_time and not key.numbered
+
+
 def _scalar(key: PrimeKey, raw: str, text: str) -> Any:
     raw = raw.strip()
     try:
-        if key.is_time:
+        if _timed(key):
             return parse_time(raw)
         if key.type in ("string", "char"):
             return (
@@ -135,20 +145,20 @@ def _scalar(key: PrimeKey, raw: str, text: str) -> Any:
             return float(raw)
         return int(raw, 16) if raw.lower().startswith("0x") else int(raw)
     except ValueError as exc:
-        kind = "a time" if key.is_time else f"a {key.type}"
+        kind = "a time" if _timed(key) else f"a {key.type}"
         raise _bad(f"'{raw}' is not {kind} value for prime key {key.name} ({exc})", text) from None
 
 
 def _span(key: PrimeKey, raw: str, text: str) -> float:
     try:
-        return parse_duration(raw) if key.is_time else float(raw)
+        return parse_duration(raw) if _timed(key) else float(raw)
     except ValueError as exc:
         raise _bad(f"bad duration or step '{raw}' for {key.name}: {exc}", text) from None
 
 
 def _split_range(key: PrimeKey, raw: str) -> tuple[str, str] | None:
     """Find the '-' separating a range, trying each position for time keys."""
-    if key.is_time:
+    if _timed(key):
         for i, ch in enumerate(raw):
             if ch == "-" and i > 0:
                 left, right = raw[:i], raw[i + 1 :]
@@ -165,9 +175,26 @@ def _split_range(key: PrimeKey, raw: str) -> tuple[str, str] | None:
     return (m[1], m[2]) if m else None
 
 
+def _endpoint(key: PrimeKey, raw: str, text: str) -> Any:
+    """A range end: '^' (first record), '$' (last record) or a value."""
+    raw = raw.strip()
+    return raw if raw in ENDPOINTS else _scalar(key, raw, text)
+
+
+def _endpoint_range(raw: str) -> tuple[str, str] | None:
+    """`^-b`, `a-$`, `^-$`: split at the '-' next to the endpoint mark."""
+    if raw[:1] in ENDPOINTS and raw[1:].lstrip().startswith("-"):
+        left, _, right = raw.partition("-")
+        return left, right
+    if raw[-1:] in ENDPOINTS and raw[:-1].rstrip().endswith("-"):
+        left, _, right = raw.rpartition("-")
+        return left, right
+    return None
+
+
 def _item(key: PrimeKey, raw: str, text: str) -> ValueItem:
     raw = raw.strip()
-    if raw in ("$", "^"):
+    if raw in ENDPOINTS:
         return ValueItem("last" if raw == "$" else "first")
     if not raw:
         raise _bad(f"empty value in the list for {key.name}", text)
@@ -182,12 +209,13 @@ def _item(key: PrimeKey, raw: str, text: str) -> ValueItem:
         duration = _span(key, dur, text)
         if duration <= 0:
             raise _bad(f"the duration for {key.name} must be positive", text)
-        return ValueItem("duration", _scalar(key, start, text), duration=duration, sample=sample)
-    bounds = _split_range(key, raw)
+        return ValueItem("duration", _endpoint(key, start, text), duration=duration,
+                         sample=sample)
+    bounds = _endpoint_range(raw.strip()) or _split_range(key, raw)
     if bounds:
         return ValueItem(
-            "range", _scalar(key, bounds[0], text), _scalar(key, bounds[1], text), sample=sample
-        )
+            "range", _endpoint(key, bounds[0], text), _endpoint(key, bounds[1], text),
+            sample=sample)
     if sample is not None:
         raise _bad(f"@ sampling needs a range (a-b or a/d) for {key.name}", text)
     return ValueItem("value", _scalar(key, raw, text))

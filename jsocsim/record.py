@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jsocsim import keygen
-from jsocsim.availability import unit
+from jsocsim.availability import series_salt, unit
 from jsocsim.ephemeris import observer_keywords
 from jsocsim.query_where import evaluate
 from jsocsim.timeslots import format_time
@@ -107,8 +107,7 @@ class Record:
         """hmi.V_45s[2013.07.03_08:42:00_TAI][2]: own capitalisation, every prime key."""
         parts = []
         for key in self.series.primekeys:
-            value = self.prime[key.name]
-            parts.append(format_time(value, key.style) if key.is_time else str(value))
+            parts.append(key.display(self.prime[key.name]))
         return self.series.name + "".join(f"[{p}]" for p in parts)
 
     # --- quality and storage ----------------------------------------------------------------
@@ -145,6 +144,13 @@ class Record:
     def nearline(self) -> bool:
         """Series whose offline data count as nearline (iris.lev1): no operator intervention."""
         return self.series.nearline
+
+    def file_missing(self, seg: str) -> bool:
+        """Whether the segment's file is missing from its storage unit (seeded fault)."""
+        fraction = self.engine.config.missing_file_fraction
+        return bool(fraction) and unit(
+            self.engine.config.seed, self.salt, self.r, series_salt(seg.lower()), 61
+        ) < fraction
 
     def recdir(self) -> str:
         """/SUM{n}/D{sunum}/S{slot:05d}, or NoDataDirectory when offline."""
@@ -276,9 +282,7 @@ class Record:
             values = {tk: self.value_of(sk) for tk, sk in link.keys.items()}
         except KeyError:
             return "Invalid_Link"
-        if link.target in self.engine.catalog:
-            target = self.engine.lookup(link.target, values)
-            return target.name() if target else "Invalid_Link"
-        style = self.series.t_rec_style
-        parts = [format_time(v, style) if isinstance(v, float) else str(v) for v in values.values()]
-        return link.target + "".join(f"[{p}]" for p in parts)
+        if link.target not in self.engine.catalog:  # the catalog check keeps this from happening
+            return "Invalid_Link"
+        target = self.engine.lookup(link.target, values)
+        return target.name() if target else "Invalid_Link"

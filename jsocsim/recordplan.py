@@ -9,13 +9,15 @@ checked per record; where clauses and recnum filters are the engine's job.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from jsocsim.catalog import PrimeKey
-from jsocsim.query import SubsetQuery, ValueItem
+from jsocsim.query import ENDPOINTS, SubsetQuery, ValueItem
 from jsocsim.seriesmodel import SeriesModel
 from jsocsim.timeslots import duration_slots, sample_stride, slot_index
 
@@ -33,32 +35,63 @@ class SlotRange:
         return self.lo <= idx <= self.hi and (idx - self.phase) % self.stride == 0
 
 
-def _time_item_range(model: SeriesModel, item: ValueItem) -> SlotRange | None:
+def _slot_bound(model: SeriesModel, value: Any, upper: bool) -> int | None:
+    """Slot index of a time-key value: ^/$ = first/last existing slot; rotation numbers are
+    slot indices; slotted keys round to the nearest slot; grid keys take the grid time at or
+    after (lower bound) / at or before (upper bound) the value."""
     key, avail = model.key, model.avail
-    if item.kind in ("last", "first"):
-        idx = avail.last_existing() if item.kind == "last" else avail.first_existing()
-        return None if idx is None else SlotRange(idx, idx, 1, idx)
+    if value == "^":
+        return avail.first_existing()
+    if value == "$":
+        return avail.last_existing()
+    if key.numbered:
+        return int(value)
     if key.slotted:
-        lo = slot_index(item.start, key.epoch, key.step, key.round)
-        if item.kind == "value":
-            hi = lo
-        elif item.kind == "range":
-            hi = slot_index(item.end, key.epoch, key.step, key.round)
-        else:
-            hi = lo + duration_slots(item.duration, key.step) - 1
-    else:
-        pos = (item.start - key.epoch) / key.step
-        lo = math.ceil(pos - 1e-6)
-        if item.kind == "value":
-            if abs(pos - round(pos)) > 1e-6:
-                return None
-            hi = lo
-        elif item.kind == "range":
-            hi = math.floor((item.end - key.epoch) / key.step + 1e-6)
-        else:
-            hi = math.ceil((item.start + item.duration - key.epoch) / key.step - 1e-6) - 1
-    stride = sample_stride(item.sample, key.step) if item.sample else 1
+        return slot_index(value, key.epoch, key.step, key.round)
+    pos = (value - key.epoch) / key.step
+    return math.floor(pos + 1e-6) if upper else math.ceil(pos - 1e-6)
+
+
+def _slot_hi(model: SeriesModel, item: ValueItem, lo: int) -> int | None:
+    """Last slot of a value, range or duration item starting at slot `lo`."""
+    key = model.key
+    if item.kind == "value":
+        if not (key.slotted or key.numbered) and item.start not in ENDPOINTS:
+            pos = (item.start - key.epoch) / key.step
+            return lo if abs(pos - round(pos)) <= 1e-6 else None
+        return lo
+    if item.kind == "range":
+        return _slot_bound(model, item.end, True)
+    if key.numbered:
+        return lo + max(1, int(item.duration)) - 1
+    if key.slotted:
+        return lo + duration_slots(item.duration, key.step) - 1
+    start = model.avail.time_of(lo) if item.start in ENDPOINTS else item.start
+    return math.ceil((start + item.duration - key.epoch) / key.step - 1e-6) - 1
+
+
+def _time_item_range(model: SeriesModel, item: ValueItem) -> SlotRange | None:
+    key = model.key
+    if item.kind in ("last", "first"):
+        item = ValueItem("value", "$" if item.kind == "last" else "^")
+    lo = _slot_bound(model, item.start, False)
+    hi = None if lo is None else _slot_hi(model, item, lo)
+    if lo is None or hi is None:
+        return None
+    stride = 1
+    if item.sample:
+        stride = max(1, round(item.sample)) if key.numbered else sample_stride(item.sample,
+                                                                               key.step)
     return SlotRange(lo, hi, stride, lo) if hi >= lo else None
+
+
+def resolve_endpoints(item: ValueItem, first: Any, last: Any) -> ValueItem:
+    """The item with ^/$ (alone or as range ends) replaced by the first/last value."""
+    ends = {"^": first, "$": last}
+    if item.kind in ("first", "last"):
+        return ValueItem("value", first if item.kind == "first" else last)
+    start, end = ends.get(item.start, item.start), ends.get(item.end, item.end)
+    return dataclasses.replace(item, start=start, end=end)
 
 
 def merge_ranges(ranges: list[SlotRange]) -> list[SlotRange]:
@@ -81,12 +114,9 @@ def merge_ranges(ranges: list[SlotRange]) -> list[SlotRange]:
 
 
 def _number_match(value: float, item: ValueItem, values: tuple) -> bool:
+    item = resolve_endpoints(item, min(values), max(values))
     if item.kind == "value":
         return value == item.start
-    if item.kind == "first":
-        return value == min(values)
-    if item.kind == "last":
-        return value == max(values)
     hi_ok = value <= item.end if item.kind == "range" else value < item.start + item.duration
     on_step = item.sample is None or math.isclose(
         (value - item.start) % item.sample, 0.0, abs_tol=1e-9
@@ -95,13 +125,12 @@ def _number_match(value: float, item: ValueItem, values: tuple) -> bool:
 
 
 def _interval(item: ValueItem, lo_all: int, hi_all: int) -> tuple[int, int]:
+    item = resolve_endpoints(item, lo_all, hi_all)
     if item.kind == "value":
         return int(item.start), int(item.start)
     if item.kind == "range":
         return int(item.start), int(item.end)
-    if item.kind == "duration":
-        return int(item.start), int(item.start + item.duration) - 1
-    return (lo_all, lo_all) if item.kind == "first" else (hi_all, hi_all)
+    return int(item.start), int(item.start + item.duration) - 1
 
 
 class SubsetPlan:
@@ -158,7 +187,7 @@ class SubsetPlan:
 
     def _positions(self) -> list[int]:
         digit_lists = []
-        for key, radix in zip(self.model.other_keys, self.model.radices, strict=True):
+        for key, radix in zip(self.model.other_keys, self.model.radices, strict=False):
             items = self.query.items_for(key)
             if key.kind == "fsn" or not items:
                 digit_lists.append(list(range(radix)))
@@ -170,11 +199,13 @@ class SubsetPlan:
                         if any(
                             _number_match(v, it, key.values)
                             if not isinstance(v, str)
-                            else v == it.start
+                            else v == resolve_endpoints(it, key.values[0], key.values[-1]).start
                             for it in items
                         )
                     ]
                 )
+        if self.model.versioned:
+            digit_lists.append([0, 1])
         return [self.model.position_of(list(d)) for d in itertools.product(*digit_lists)]
 
     def _harps(self) -> list[int]:
@@ -199,8 +230,8 @@ class SubsetPlan:
 
     @property
     def needs_check(self) -> bool:
-        """True when records must be checked one by one (FSN filter)."""
-        return self.fsn_key is not None
+        """True when records must be checked one by one (FSN filter, record versions)."""
+        return self.fsn_key is not None or self.model.versioned
 
     def fsn_ok(self, fsn: int) -> bool:
         return any(a <= fsn <= b for a, b in self.fsn_intervals)

@@ -38,6 +38,8 @@ class RecordsConfig:
     bad_quality_fraction: records with QUALITY = bad_quality_value (image still exists).
     no_image_fraction: records with QUALITY 0x80000000 (no image; observables MISSING).
     offline_older_than_days / offline_fraction: storage units that are offline (tape).
+    missing_file_fraction: segment files missing from their (online) storage unit: rs_list
+    still shows the path, the file answers 404, as-is exports list NoDataFile.
     publication_lag: a record exists only once T_REC <= now - lag; late_fraction of slots
     appear only late_delay seconds later still. max_enumerate caps per-record checking.
     """
@@ -51,6 +53,7 @@ class RecordsConfig:
     no_image_fraction: float = 0.0
     offline_older_than_days: float | None = None
     offline_fraction: float = 0.0
+    missing_file_fraction: float = 0.0
     publication_lag: float = 0.0
     late_fraction: float = 0.0
     late_delay: float = 0.0
@@ -64,6 +67,7 @@ class RecordsConfig:
             "bad_quality_fraction",
             "no_image_fraction",
             "offline_fraction",
+            "missing_file_fraction",
             "late_fraction",
         ):
             value = getattr(self, name)
@@ -138,16 +142,28 @@ class RecordEngine:
         else:
             pairs = plan.iterate(skip)
             skip = 0
+        all_versions = any(not w.latest_only for w in query.where)
         for slot, pos in pairs:
+            if model.versioned and not model.exists(slot, pos):
+                continue
             rec = Record(self, model, slot, pos)
             if plan.fsn_key is not None and not plan.fsn_ok(rec.prime[plan.fsn_key.name]):
                 continue
             if query.where and not all(rec.matches(w.tree) for w in query.where):
                 continue
+            if model.obsolete(slot, pos) and not all_versions and query.recnum_ranges is None \
+                    and self._newer_matches(query, rec):
+                continue
             if skip:
                 skip -= 1
                 continue
             yield rec
+
+    def _newer_matches(self, query: SubsetQuery, rec: Record) -> bool:
+        """Prime-key logic: the newest version of these prime keys that satisfies the query's
+        conditions wins (`[! … !]` turns this off and returns every version)."""
+        newer = Record(self, rec.model, rec.slot, rec.position + 1)
+        return all(newer.matches(w.tree) for w in query.where)
 
     def _recnum_candidates(self, query: SubsetQuery, plan: SubsetPlan) -> list[tuple[int, int]]:
         model = plan.model
@@ -209,22 +225,28 @@ class RecordEngine:
         except KeyError:
             return None
         key = model.key
-        slot = round((float(prime[key.name]) - key.epoch) / key.step)
+        value = float(prime[key.name])
+        slot = int(value) if key.numbered else round((value - key.epoch) / key.step)
         if model.harps:
             pos = int(next(v for k, v in prime.items() if model.series.primekey(k).kind == "harp"))
         else:
             digits = []
             for k in model.other_keys:
                 value = prime.get(k.name)
+                if value is None:
+                    return None
                 if k.kind == "fsn":
                     digits.append(int(value) - model.fsn_value(slot, 0, k))
                 elif value in k.values:
                     digits.append(k.values.index(value))
                 else:
                     return None
+            if model.versioned:
+                digits.append(0)
             if any(not 0 <= d < r for d, r in zip(digits, model.radices, strict=True)):
                 return None
             pos = model.position_of(digits)
+            pos += int(model.reprocessed(slot, pos))  # links resolve to the current version
         return Record(self, model, slot, pos) if model.exists(slot, pos) else None
 
     def first_last(self, series: str) -> tuple[Record | None, Record | None]:
@@ -237,8 +259,8 @@ class RecordEngine:
         last = next(self.iter_records(subsets, 0, 1, last=True), None)
         return first, last
 
-    def locate_sums_path(self, path: str) -> tuple[Record, str, str] | None:
-        """Invert a SUMS file path -> (record, segment name, file relative to the record dir)."""
+    def _sums_record(self, path: str) -> tuple[Record, str] | None:
+        """(existing record, path relative to its record directory) of a SUMS path."""
         m = _SUMS_RE.match(path.split("?", 1)[0])
         if not m or not m[4]:
             return None
@@ -252,8 +274,24 @@ class RecordEngine:
         pair = model.decode((sunum - series.sunum_base) * series.unitsize + su_slot)
         if pair is None or not model.exists(*pair):
             return None
-        rec = Record(self, model, *pair)
-        for seg in series.segments:
+        return Record(self, model, *pair), file
+
+    def locate_sums_path(self, path: str) -> tuple[Record, str, str] | None:
+        """Invert a SUMS file path -> (record, segment name, file relative to the record dir)."""
+        found = self._sums_record(path)
+        if found is None:
+            return None
+        rec, file = found
+        for seg in rec.series.segments:
             if any(f.name == file for f in seg.files):
                 return rec, seg.name, file
         return None
+
+    def locate_sums_directory(self, path: str) -> tuple[Record, str] | None:
+        """(record, segment name) when a SUMS path names a directory segment."""
+        found = self._sums_record(path)
+        if found is None:
+            return None
+        rec, file = found
+        seg = next((s for s in rec.series.segments if s.is_directory and s.stored == file), None)
+        return (rec, seg.name) if seg is not None else None

@@ -64,9 +64,16 @@ class SeriesModel:
         self.key: PrimeKey = series.time_key
         self.avail = SlotAvailability(series, config, clock)
         self.salt = series_salt(series.name)
-        self.harps = HarpModel(series.harp, config.seed, self.salt) if series.harp else None
+        # series of one HARP family (sharp, sharp_cea, Mharp, Bharp) share their HARPs
+        family = series_salt(str(series.harp.get("family", series.name)))
+        self.harps = HarpModel(series.harp, config.seed, family) if series.harp else None
         self.other_keys = [k for k in series.primekeys if not k.is_time and k.kind != "harp"]
         self.radices = [k.per_slot if k.kind == "fsn" else len(k.values) for k in self.other_keys]
+        # reprocessed series: a last, hidden digit is the version (0 original, 1 reprocessed)
+        self.versioned = bool(series.reprocessed) and not self.harps
+        self.seed = config.seed
+        if self.versioned:
+            self.radices.append(2)
         self.n_positions = math.prod(self.radices) if self.radices else 1
         self.width = self.harps.width if self.harps else self.n_positions
 
@@ -97,7 +104,9 @@ class SeriesModel:
         values: dict[str, Any] = {}
         digits = iter(self.digits(position)) if not self.harps else iter(())
         for key in self.series.primekeys:
-            if key.is_time:
+            if key.numbered:
+                values[key.name] = slot
+            elif key.is_time:
                 values[key.name] = self.avail.time_of(slot)
             elif key.kind == "harp":
                 values[key.name] = position
@@ -135,11 +144,22 @@ class SeriesModel:
         lo, hi = self.harp_slots(k)
         return lo <= slot <= hi
 
+    def reprocessed(self, slot: int, position: int) -> bool:
+        """Whether this prime-key combination was reprocessed (has a version 1)."""
+        return self.versioned and unit(
+            self.seed, self.salt, slot, position // 2, 71) < self.series.reprocessed
+
+    def obsolete(self, slot: int, position: int) -> bool:
+        """An original (version 0) record superseded by its reprocessed version."""
+        return self.versioned and position % 2 == 0 and self.reprocessed(slot, position)
+
     def exists(self, slot: int, position: int) -> bool:
-        """Whether the record (slot, position) exists now."""
+        """Whether the record (slot, position) exists now (obsolete versions included)."""
         if self.harps:
             if position < 1 or not self.harp_alive(position, slot):
                 return False
         elif not 0 <= position < self.n_positions:
+            return False
+        if self.versioned and position % 2 and not self.reprocessed(slot, position):
             return False
         return self.avail.exists(slot)

@@ -11,6 +11,7 @@ so `manifest()` is cheap. Writes are atomic (temp file + rename) and thread-safe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import html
 import io
@@ -175,6 +176,20 @@ class FileStore:
             return known
         return await asyncio.to_thread(self.locate_sync, path)
 
+    def is_directory(self, url_path: str) -> bool:
+        """Whether `url_path` names a directory segment (in SUMS or in an export directory)."""
+        path = normalize_url_path(url_path.rstrip("/"))
+        if path is None:
+            return False
+        slot_dir = self._export_dir_of(path)
+        if slot_dir is not None:
+            prefix = path + "/"
+            if path == slot_dir:
+                return False
+            with self._lock:
+                return any(p.startswith(prefix) for p in (*self._manifest, *self._unwritten))
+        return self.engine.locate_sums_directory(path) is not None
+
     def _known_file(self, url_path: str) -> Path | None:
         disk = self.disk_path(url_path)
         if url_path in self._manifest and disk.is_file():
@@ -208,7 +223,7 @@ class FileStore:
         if found is None:
             return None
         record, segment_name, filename = found
-        if not record.online:
+        if not record.online or record.file_missing(segment_name):
             return None
         return stored_file_recipe(self.config, record, record.series.segment(segment_name),
                                   filename)
@@ -222,7 +237,7 @@ class FileStore:
         path = normalize_url_path(url_path) or url_path
         recipe = self._recipes.get(path)
         if recipe is not None:
-            changed = FileRecipe(**{**recipe.__dict__, "variant": recipe.variant + 1})
+            changed = dataclasses.replace(recipe, variant=recipe.variant + 1)
             self.write_recipe(path, changed)
             return
         disk = self.disk_path(path)
@@ -244,14 +259,36 @@ def stored_file_recipe(config: Any, record: Any, segment: Any, filename: str) ->
 
 
 # ---- export directories ------------------------------------------------------------------------
+NO_DATA_FILE = "NoDataFile"
+NO_FITS_WARNING = ("warning=No FITS files were exported. The requested FITS files no longer "
+                   "exist.")
+
+
 @dataclass
 class ExportFile:
-    """One file of an export: its index row and how to make its bytes."""
+    """One file of an export: its index row and how to make its bytes.
+
+    A file inside a directory segment has `directory` set: the index lists the directory once
+    (its name in the export directory, or its SUMS path for url_quick), as JSOC's export code
+    does; the file itself lives at `<directory>/<member>`. `recipe` None: the stored file is
+    missing (as-is exports list it as NoDataFile; fits exports leave it out).
+    """
 
     record: str  # index.json "record" (fits: record name; as-is: name + {segment})
     filename: str  # name in the export directory (filenamefmt)
     sums_path: str  # the stored file's SUMS path (what url_quick lists)
-    recipe: FileRecipe  # content of the exported file
+    recipe: FileRecipe | None  # content of the exported file; None = missing
+    directory: str | None = None  # export name of the directory segment holding this file
+    directory_sums: str | None = None  # SUMS path of that directory
+
+    def row(self, quick: bool) -> dict[str, str]:
+        """The index row (a directory segment's row for files inside one)."""
+        if self.directory is not None:
+            name = self.directory_sums if quick else self.directory
+        else:
+            name = self.sums_path if quick else self.filename
+        return {"record": self.record,
+                "filename": name if quick or self.recipe is not None else NO_DATA_FILE}
 
 
 @dataclass
@@ -272,7 +309,28 @@ class ExportPlan:
 
     @property
     def count(self) -> int:
-        return len(self.files)
+        """Files JSOC counts: index rows naming an existing file or directory."""
+        return sum(1 for row in self.rows() if row["filename"] not in (NO_DATA_FILE, ""))
+
+    @property
+    def present(self) -> list[ExportFile]:
+        """Files whose stored copy exists (what the export directory holds)."""
+        return [f for f in self.files if f.recipe is not None]
+
+    def rows(self, quick: bool = False) -> list[dict[str, str]]:
+        """index.json "data": one row per file, per directory segment, per missing file."""
+        rows, seen = [], set()
+        for item in self.files:
+            if self.protocol == "fits" and item.recipe is None:
+                continue  # jsoc_export_as_fits skips missing files
+            row = item.row(quick)
+            key = (row["record"], row["filename"])
+            if item.directory is None or key not in seen:
+                rows.append(row)
+                seen.add(key)
+        if not rows and not quick:
+            rows.append({"record": NO_FITS_WARNING, "filename": ""})
+        return rows
 
     def size_refusal(self) -> dict[str, Any] | None:
         """Status 3 reply when the survey exceeds the limit."""
@@ -285,7 +343,7 @@ class ExportPlan:
     def quick_reply(self) -> dict[str, Any]:
         """url_quick + as-is with every storage unit online: the files' SUMS paths at once."""
         return {"rcount": self.rcount, "count": self.count, "size": self.size_mb, "dir": "",
-                "data": [{"record": f.record, "filename": f.sums_path} for f in self.files],
+                "data": self.rows(quick=True),
                 "requestid": "", "method": self.method, "protocol": self.protocol, "wait": 0,
                 "status": 0}
 
@@ -311,11 +369,13 @@ def write_export_dir(store: FileStore, plan: ExportPlan, requestid: str,
     Returns (dir, index.json).
     """
     url_dir = store.new_export_dir()
-    store.add_export_files(url_dir, {item.filename: item.recipe for item in plan.files})
+    store.add_export_files(url_dir, {item.filename: item.recipe for item in plan.present})
     index: dict[str, Any] = dict(index_header(plan, requestid, url_dir, exptime))
     extra_files = []
     if plan.protocol == "fits":
         index["keywords"] = "**IN FITS FILES**"
+    elif plan.protocol in ("jpg", "mpg", "mp4"):
+        index["keywords"] = f"{plan.protocol} files"  # as jsoc_export_as_images writes
     else:
         index["keywords"] = f"{url_dir}/{requestid}.keywords.txt"
         store.write_bytes(index["keywords"], keywords_text(plan.keyword_rows).encode())
@@ -323,15 +383,15 @@ def write_export_dir(store: FileStore, plan: ExportPlan, requestid: str,
     tar = plan.method.endswith("-tar")
     if tar:
         index["tarfile"] = f"{url_dir}/{requestid}.tar"
-    index["data"] = [{"record": f.record, "filename": f.filename} for f in plan.files]
+    index["data"] = plan.rows()
     store.write_bytes(f"{url_dir}/index.json", json.dumps(index, indent=1).encode())
     store.write_bytes(f"{url_dir}/index.txt", index_text(index, plan.processing).encode())
     store.write_bytes(f"{url_dir}/index.html", index_html(index).encode())
     if tar:
         store.fill_export_dir(url_dir)
-        names = [f.filename for f in plan.files] + ["index.json", "index.txt", "index.html"]
+        names = [f.filename for f in plan.present] + ["index.json", "index.txt", "index.html"]
         store.write_bytes(index["tarfile"], tar_bytes(store, url_dir, names + extra_files))
-        for name in dict.fromkeys(f.filename for f in plan.files):
+        for name in dict.fromkeys(f.filename for f in plan.present):
             store.remove_file(f"{url_dir}/{name}")
     return url_dir, index
 
