@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsocsim.availability import SlotAvailability, series_salt, unit
 from jsocsim.catalog import PrimeKey, Series
+from jsocsim.keygen import observer_of
 from jsocsim.timeslots import parse_time
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class SeriesModel:
         self.radices = [k.per_slot if k.kind == "fsn" else len(k.values) for k in self.other_keys]
         self.n_positions = math.prod(self.radices) if self.radices else 1
         self.width = self.harps.width if self.harps else self.n_positions
+        self.observer = observer_of(series.keywords)  # vantage of CRLT_OBS, DSUN_OBS...
 
     @property
     def first_idx(self) -> int:
