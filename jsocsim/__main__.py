@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import re
 import signal
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jsocsim.config import OFFLINE_MODES, STAGING_MODELS, FaultConfig, make_config
+from jsocsim.flares import FLARE_TABLE_ENV, flare_table
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -108,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fault", type=parse_fault, action="append", default=[], metavar="NAME=VALUE",
         help="fault setting, repeatable: " + ", ".join(f.name for f in
                                                        dataclasses.fields(FaultConfig)))
+    add("--flare-table", metavar="CSV", help="GOES flare list (columns start, peak, end, "
+        "goes_class, noaa_ar) driving AIA exposure control; default: the short built-in list "
+        "of well-known X flares (docs/emulator.md)")
     add("--log-level", default="WARNING", help="logging level (default WARNING)")
     return p
 
@@ -139,6 +144,19 @@ def apply_staging_model(args: dict[str, Any]) -> None:
     args.update({**STAGING_MODELS[model], **given})
 
 
+def use_flare_table(path: str | None) -> str | None:
+    """Point the flare look-up at the operator's table; an error message if it is unusable."""
+    if not path:
+        return None
+    os.environ[FLARE_TABLE_ENV] = path
+    flare_table.cache_clear()
+    try:
+        flare_table()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     args = vars(build_parser().parse_args(argv))
@@ -148,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args["emails"] = args.pop("email")
     args["pending_emails"] = args.pop("pending_email")
     apply_staging_model(args)
+    if err := use_flare_table(args.pop("flare_table")):
+        print(f"jsocsim: error: {err}", file=sys.stderr)
+        return 2
     try:
         args["faults"] = FaultConfig().updated(**faults)
         make_config(**args)  # validate before binding

@@ -8,11 +8,12 @@ record has no image (QUALITY bit 31 set); QUALITY itself is never MISSING.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from jsocsim.availability import series_salt, unit
 from jsocsim.catalog import Keyword
+from jsocsim.flares import aec_factor
 from jsocsim.timeslots import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -57,14 +58,30 @@ def _ephemeris(name: str) -> Generator:
     return gen
 
 
-def _exptime_aia(rec: Record, kw: Keyword) -> float | None:
-    base = kw.params.get("base", {}).get(str(rec.value_of(kw.params.get("source", "WAVELNTH"))))
+def _commanded_exposure(rec: Record, kw: Keyword) -> float | None:
+    """Exposure AIA commanded (s): the channel's normal one, shortened by the AEC in flares."""
+    wave = rec.value_of(kw.params.get("source", "WAVELNTH"))
+    base = kw.params.get("base", {}).get(str(wave))
     if base is None:
+        return None
+    return float(base) * aec_factor(rec.time, rec.slot, int(wave))
+
+
+def _exptime_aia(rec: Record, kw: Keyword) -> float | None:
+    commanded = _commanded_exposure(rec, kw)
+    if commanded is None:
         return None
     rel = float(kw.params.get("jitter", 0.0)) * (
         2.0 * unit(rec.engine.config.seed, rec.salt, rec.r, 23) - 1
     )
-    return round(float(base) * (1.0 + rel), 6)
+    return round(commanded * (1.0 + rel), 6)
+
+
+def _aec_shutter(rec: Record, kw: Keyword) -> int | None:
+    """AIMGSHCE: the commanded exposure in ms (EXPTIME's keyword gives the channel table)."""
+    exptime = rec.series.keyword(kw.params.get("exptime", "EXPTIME"))
+    commanded = None if exptime is None else _commanded_exposure(rec, exptime)
+    return None if commanded is None else round(commanded * 1000.0)
 
 
 def _map(rec: Record, kw: Keyword) -> Any:
@@ -105,7 +122,9 @@ GENERATORS: dict[str, Generator] = {
     "crln_obs": _ephemeris("CRLN_OBS"),
     "dsun_obs": _ephemeris("DSUN_OBS"),
     "rsun_obs": _ephemeris("RSUN_OBS"),
+    "obs_vr": _ephemeris("OBS_VR"),
     "exptime_aia": _exptime_aia,
+    "aec_shutter": _aec_shutter,
     "quality": lambda rec, kw: rec.quality,
     "map": _map,
     "position": _position,
@@ -113,15 +132,14 @@ GENERATORS: dict[str, Generator] = {
     "uniform": _uniform,
     "missing": lambda rec, kw: None,
 }
-OBSERVATIONAL = {
-    "car_rot",
-    "crlt_obs",
-    "crln_obs",
-    "dsun_obs",
-    "rsun_obs",
-    "exptime_aia",
-    "uniform",
-}
+EPHEMERIS = {"car_rot", "crlt_obs", "crln_obs", "dsun_obs", "rsun_obs", "obs_vr"}
+OBSERVATIONAL = EPHEMERIS | {"exptime_aia", "aec_shutter", "uniform"}
+
+
+def observer_of(keywords: Iterable[Keyword]) -> str:
+    """Vantage point of a series' observer keywords ("observer" param; default geocentric)."""
+    return next((str(kw.params.get("observer", "earth")) for kw in keywords
+                 if kw.derive in EPHEMERIS), "earth")
 
 
 def generate(rec: Record, kw: Keyword) -> Any:

@@ -181,18 +181,24 @@ class Record:
     # --- keywords ---------------------------------------------------------------------------
     @staticmethod
     def prefill_ephemeris(batch: list[Record]) -> None:
-        """Compute observer keywords for a page of records in one vectorised pass."""
-        todo = [r for r in batch if r._ephem is None]
-        if len(todo) < 2:
-            return
-        values = observer_keywords(np.array([r.time for r in todo]))
-        columns = {k: v.tolist() for k, v in values.items()}
-        for i, rec in enumerate(todo):
-            rec._ephem = {k: col[i] for k, col in columns.items()}
+        """Compute observer keywords for a page of records: one vectorised pass per vantage
+        point, each distinct time once (the records of a slot share it)."""
+        todo: dict[str, list[Record]] = {}
+        for rec in batch:
+            if rec._ephem is None:
+                todo.setdefault(rec.model.observer, []).append(rec)
+        for observer, recs in todo.items():
+            if len(recs) < 2:
+                continue
+            values = observer_keywords(np.array([r.time for r in recs]), observer)
+            columns = {k: v.tolist() for k, v in values.items()}
+            for i, rec in enumerate(recs):
+                rec._ephem = {k: col[i] for k, col in columns.items()}
 
     def ephemeris(self) -> dict[str, float]:
         if self._ephem is None:
-            self._ephem = {k: v.item() for k, v in observer_keywords(self.time).items()}
+            values = observer_keywords(self.time, self.model.observer)
+            self._ephem = {k: v.item() for k, v in values.items()}
         return self._ephem
 
     def value_of(self, name: str) -> Any:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from jsocsim.availability import SlotAvailability, series_salt, unit
 from jsocsim.catalog import PrimeKey, Series
+from jsocsim.keygen import observer_of
 from jsocsim.timeslots import parse_time
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class SeriesModel:
             self.radices.append(2)
         self.n_positions = math.prod(self.radices) if self.radices else 1
         self.width = self.harps.width if self.harps else self.n_positions
+        self.observer = observer_of(series.keywords)  # vantage of CRLT_OBS, DSUN_OBS...
 
     @property
     def first_idx(self) -> int:

@@ -12,6 +12,7 @@ import re
 from datetime import date, datetime, timedelta
 
 import erfa
+import numpy as np
 
 DRMS_EPOCH = datetime(1977, 1, 1)  # 1977-01-01 00:00:00 TAI
 _EPOCH_ORDINAL = DRMS_EPOCH.toordinal()
@@ -35,12 +36,19 @@ def _leap_table() -> tuple[list[float], list[float]]:
 _LEAP_UTC, _LEAP_OFFSET = _leap_table()
 # TAI instant at which each offset takes effect (the end of the inserted leap second).
 _LEAP_TAI = [u + o for u, o in zip(_LEAP_UTC, _LEAP_OFFSET, strict=True)]
+_LEAP_TAI_ARRAY, _LEAP_OFFSET_ARRAY = np.array(_LEAP_TAI), np.array(_LEAP_OFFSET)
 
 
 def tai_minus_utc_at_utc(utc_naive: float) -> float:
     """TAI-UTC (seconds) in effect at a UTC instant given as naive seconds since 1977-01-01."""
     i = bisect.bisect_right(_LEAP_UTC, utc_naive) - 1
     return _LEAP_OFFSET[max(i, 0)]
+
+
+def tai_minus_utc(tai: float | np.ndarray) -> np.ndarray:
+    """TAI-UTC (seconds) at TAI instants, vectorised (inside a leap second: the old offset)."""
+    i = np.searchsorted(_LEAP_TAI_ARRAY, np.asarray(tai, dtype=float), side="right") - 1
+    return _LEAP_OFFSET_ARRAY[np.maximum(i, 0)]
 
 
 def _utc_naive_from_tai(tai: float) -> tuple[float, bool]:

@@ -127,7 +127,8 @@ def test_format_styles_round_trip() -> None:
 def test_ephemeris_plausible() -> None:
     days = parse_time("2014.01.01_TAI") + 86400.0 * np.arange(730)
     b0 = ephemeris.crlt_obs(days)
-    assert b0.max() <= 7.25 and b0.min() >= -7.25
+    # the IAU pole tilts 7.25 deg from the J2000 ecliptic; sunpy's B0 (and this) peaks at 7.2521
+    assert b0.max() <= 7.253 and b0.min() >= -7.253
     assert b0.max() > 7.2 and b0.min() < -7.2  # reaches the extremes in Sept / March
     rsun = ephemeris.rsun_obs(days)
     assert 940 < rsun.min() < rsun.max() < 980
