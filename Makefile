@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service jsocsim tests bench migrations scripts
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# chromium + chromium-driver for the dashboard's browser test (apt-get when missing; no-op after)
+browser:
+	@sh scripts/install-browser.sh
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

@@ -111,7 +111,8 @@ def run(workdir: Path) -> None:
         with process([py, "-m", "service.cli", "serve", *common, "--jsoc-url", str(jsoc),
                       "--email", EMAIL, "--poll-min", "1"], daemon_log):
             wait_until(lambda: api_healthy(api), 60, "the daemon")
-            print(f"jsoc-bulk daemon at {api} (SQLite in {workdir / 'data'})\n")
+            print(f"jsoc-bulk daemon at {api} (SQLite in {workdir / 'data'}); "
+                  f"dashboard at http://127.0.0.1:{port}/\n")
             for job in JOBS:
                 print("$ jsoc-bulk submit " + " ".join(job) + " --wait")
                 done = subprocess.run([py, "-m", "service.cli", "submit", *common, *job, "--wait"])

@@ -11,6 +11,7 @@ from importlib import metadata
 from aiohttp import web
 
 from service.api.auth import make_auth_middleware
+from service.api.dashboard import add_dashboard, is_public
 from service.api.handlers import (
     API_PREFIX,
     CONTEXT,
@@ -20,6 +21,7 @@ from service.api.handlers import (
 )
 from service.api.intake import SeriesLookup
 from service.api.openapi import build_openapi
+from service.api.overview import OVERVIEW_ENDPOINTS
 from service.api.problems import problem_middleware
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
@@ -60,17 +62,19 @@ def create_app(settings: Settings, repo: Repo, *,
     middlewares = [problem_middleware]
     token = settings.token_value
     if token:
-        middlewares.append(make_auth_middleware(token))
+        middlewares.append(make_auth_middleware(token, public=is_public))
     middlewares.append(repo_errors_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     lookup = series_lookup or _jsoc_lookup(app, settings)
     context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,
                          version=package_version())
-    context.openapi = build_openapi(ENDPOINTS, API_PREFIX, auth=bool(token),
+    endpoints = [*ENDPOINTS, *OVERVIEW_ENDPOINTS]
+    context.openapi = build_openapi(endpoints, API_PREFIX, auth=bool(token),
                                     version=context.version)
     app[CONTEXT] = context
-    for ep in ENDPOINTS:
+    for ep in endpoints:
         app.router.add_route(ep.method, API_PREFIX + ep.path, ep.handler, name=ep.operation_id)
+    add_dashboard(app)
     return app
 
 
@@ -89,7 +93,7 @@ async def running_api(settings: Settings, repo: Repo, *, host: str | None = None
         actual_port = runner.addresses[0][1]
         url_host = f"[{bind_host}]" if ":" in bind_host else bind_host
         base_url = f"http://{url_host}:{actual_port}/"
-        log.info("API listening on %s (token %s)", base_url,
+        log.info("API and dashboard listening on %s (token %s)", base_url,
                  "required" if settings.token_value else "not required")
         yield base_url
     finally:

@@ -27,11 +27,15 @@ def token_matches(presented: str, expected: str) -> bool:
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
-def make_auth_middleware(token: str) -> Middleware:
-    """Middleware refusing requests without ``Authorization: Bearer <token>`` (401)."""
+def make_auth_middleware(token: str, public: Callable[[web.Request], bool] | None = None,
+                         ) -> Middleware:
+    """Middleware refusing requests without ``Authorization: Bearer <token>`` (401), except
+    those ``public`` accepts (pages that hold no data)."""
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if public is not None and public(request):
+            return await handler(request)
         presented = _presented_token(request)
         if presented is None:
             raise ApiProblem(

@@ -37,6 +37,19 @@ PLAN_WAKE_SECONDS = 1.0  # files finishing wake the planner (more chunks) at mos
 STAGE_NAMES = ("plan", "submit", "poll", "download")
 
 
+def download_connection_limit(s: Settings, host: str) -> int:
+    """Connections allowed to a download host (``host[:port]`` as stored on files)."""
+    if host == LOCAL_HOST:
+        return s.global_download_limit
+    if host.lower() in s.host_connection_limits:
+        return s.host_connection_limits[host.lower()]
+    name = urlsplit(f"//{host}").hostname or host
+    jsoc = urlsplit(s.jsoc_url)
+    if host.lower() == jsoc.netloc.lower():
+        return s.max_connections_per_jsoc_host
+    return s.connection_limit(name)
+
+
 class Wakers:
     """One wake-up per stage loop: an event wakes only the stages it concerns (an export
     became ready: download and submit; chunks were planned: submit), never all of them."""
@@ -166,16 +179,7 @@ class StageContext:
 
     def connection_limit(self, host: str) -> int:
         """Connections allowed to a download host (``host[:port]`` as stored on files)."""
-        s = self.settings
-        if host == LOCAL_HOST:
-            return s.global_download_limit
-        if host.lower() in s.host_connection_limits:
-            return s.host_connection_limits[host.lower()]
-        name = urlsplit(f"//{host}").hostname or host
-        jsoc = urlsplit(s.jsoc_url)
-        if host.lower() == jsoc.netloc.lower():
-            return s.max_connections_per_jsoc_host
-        return s.connection_limit(name)
+        return download_connection_limit(self.settings, host)
 
     # -- tasks -------------------------------------------------------------------------------
 
