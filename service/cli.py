@@ -308,6 +308,7 @@ async def _prepare_database(url: str, upgrade: bool = False) -> None:
 async def run_service(settings: Settings, *, api: bool = True, workers: bool = True,
                       db_upgrade: bool = False) -> None:
     """The daemon: the API and/or the worker stages on one repository until SIGINT/SIGTERM."""
+    from service.api.admission import api_pool
     from service.api.app import serve_api
     from service.db.repo import Repo
 
@@ -320,8 +321,9 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = []
+    api_repo = repo.sibling(**api_pool()) if api and workers else repo  # own pool
     if api:
-        tasks.append(asyncio.create_task(serve_api(settings, repo, stop), name="api"))
+        tasks.append(asyncio.create_task(serve_api(settings, api_repo, stop), name="api"))
     runner = load_worker_runner() if workers else None
     if runner is not None:
         tasks.append(asyncio.create_task(runner(settings, repo, stop), name="workers"))
@@ -337,6 +339,8 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
         for task in done:
             task.result()
     finally:
+        if api_repo is not repo:
+            await api_repo.close()
         await repo.close()
 
 

@@ -26,6 +26,7 @@ from service.db.repo import Repo
 from service.settings import Settings
 from service.stages import download_tick, plan_tick, poll_tick, submit_tick
 from service.stages.context import StageContext, open_context
+from service.stages.transfer import one_line
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Worker:
         self.repo = repo
         self.worker_id = worker_id or new_worker_id()
         self.ctx: StageContext | None = None
+        self._heartbeat_failures = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then drain and release leases."""
@@ -119,14 +121,16 @@ class Worker:
 
     async def _loop(self, ctx: StageContext, name: str, tick: Tick) -> None:
         """Run one stage's tick until stopping; wait (or until poked) when there is no work."""
-        idle = ctx.idle_seconds
+        idle, failures = ctx.idle_seconds, 0
         while not ctx.stop.is_set():
             try:
                 did = await tick(ctx)
-            except Exception:  # e.g. the database is briefly unreachable: log and back off
-                log.exception("%s stage failed; retrying", name)
-                await ctx.sleep(ctx.retry_delay(3))
+            except Exception as exc:  # e.g. the database is unreachable: log and back off
+                failures += 1
+                _log_failure(f"{name} stage failed; retrying", exc, failures)
+                await ctx.sleep(ctx.retry_delay(min(failures, 3)))
                 continue
+            failures = 0
             if did:
                 idle = ctx.idle_seconds
                 await asyncio.sleep(0)
@@ -147,10 +151,14 @@ class Worker:
             await self.repo.heartbeat(self.worker_id, hostname=socket.gethostname(),
                                       pid=os.getpid(), pid_space=pid_space(),
                                       holding=ctx.holding_summary(),
-                                      renew_lease_seconds=self.settings.lease_seconds)
-        except Exception:
-            log.exception("heartbeat of worker %s failed", self.worker_id)
+                                      renew_lease_seconds=self.settings.lease_seconds,
+                                      files=ctx.held_files())
+        except Exception as exc:
+            self._heartbeat_failures += 1
+            _log_failure(f"heartbeat of worker {self.worker_id} failed", exc,
+                         self._heartbeat_failures)
             return
+        self._heartbeat_failures = 0
         ctx.renewed_at = started
 
     async def _reap(self, ctx: StageContext) -> None:
@@ -162,12 +170,20 @@ class Worker:
                 self.worker_id, hostname=socket.gethostname(), is_alive=process_alive,
                 pid_space=pid_space(),
                 stale_after=2 * s.lease_seconds)
-        except Exception:
-            log.exception("looking for dead workers failed")
+        except Exception as exc:
+            log.warning("looking for dead workers failed (%s)", one_line(exc))
             return
         if dead:
             log.info("released the work of dead worker(s) %s", ", ".join(dead))
             ctx.wakers.poke()
+
+
+def _log_failure(what: str, exc: Exception, failures: int) -> None:
+    """The first failure of a series with its traceback, the next ones as one line each."""
+    if failures == 1:
+        log.warning("%s (%s)", what, one_line(exc), exc_info=exc)
+    else:
+        log.warning("%s (%s; %d times in a row)", what, one_line(exc), failures)
 
 
 async def run_workers(settings: Settings, repo: Repo, stop: asyncio.Event) -> None:

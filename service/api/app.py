@@ -10,6 +10,7 @@ from importlib import metadata
 
 from aiohttp import web
 
+from service.api.admission import make_admission_middleware
 from service.api.auth import make_auth_middleware
 from service.api.dashboard import add_dashboard, is_public
 from service.api.handlers import (
@@ -64,6 +65,7 @@ def create_app(settings: Settings, repo: Repo, *,
     if token:
         middlewares.append(make_auth_middleware(token, public=is_public))
     middlewares.append(repo_errors_middleware)
+    middlewares.append(make_admission_middleware())
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     lookup = series_lookup or _jsoc_lookup(app, settings)
     context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from service.api.admission import Coalescer
 from service.api.deletion import collect_job_files, delete_job_files
 from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
@@ -52,6 +53,7 @@ class ApiContext:
     version: str
     rates: RateTracker = field(default_factory=RateTracker)
     openapi: dict[str, Any] = field(default_factory=dict)
+    status_reads: Coalescer = field(default_factory=Coalescer)  # GET /jobs/{id} shared
 
 
 CONTEXT = web.AppKey("jsoc_bulk_api", ApiContext)
@@ -141,7 +143,13 @@ async def get_job(request: web.Request) -> web.Response:
     """GET /jobs/{id}: counts by state, bytes, rate, ETA and recent errors; for a follow job
     also how far the mirror is covered and how far behind JSOC's newest data it is."""
     c = ctx(request)
-    summary = await c.repo.job_summary(_job_id(request))
+    job_id = _job_id(request)
+    detail = await c.status_reads.run(job_id, lambda: _job_detail(c, job_id))
+    return json_response(detail)
+
+
+async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
+    summary = await c.repo.job_summary(job_id)
     job = summary.job
     rate = c.rates.observe(job.id, summary.bytes_done)
     if rate is None:
@@ -150,7 +158,7 @@ async def get_job(request: web.Request) -> web.Response:
     eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
         and not job.follow else None
     mirror = mirror_status(await c.repo.follow_state(job.id)) if job.follow else None
-    return json_response(job_detail(summary, rate, eta, total, mirror))
+    return job_detail(summary, rate, eta, total, mirror)
 
 
 async def list_files(request: web.Request) -> web.Response:

@@ -184,6 +184,16 @@ class RepoBase:
         """A repository with its own engine (closed by ``close``)."""
         return cls(make_engine(url, **engine_kwargs), clock=clock, owns_engine=True)
 
+    def sibling(self, **engine_kwargs: Any) -> Self:
+        """A repository on the same database with its own engine and connection pool (so the
+        API's requests never wait for a connection the workers hold, nor the other way round),
+        sharing this one's listeners and, on SQLite, its write queue. Closed by ``close``."""
+        other = type(self)(make_engine(self.engine.url, **engine_kwargs), clock=self.clock,
+                           owns_engine=True)
+        other.listeners = self.listeners
+        other._write_lock = self._write_lock
+        return other
+
     async def close(self) -> None:
         """Dispose of the engine if this repository created it."""
         if self._owns_engine:

@@ -262,6 +262,9 @@ class FilesMixin(RepoBase):
         if o.kind == "fail":
             deltas.move(row.chunk_id, "pending", "failed")
             await self._add_event(s, row.job_id, "file_failed", f"{row.record}: {o.error}")
+        elif o.kind == "retry":  # visible on the job while the file waits for its next try
+            await self._add_event(s, row.job_id, "file_retry", f"{row.record}: {o.error}",
+                                  level="warning")
         return True
 
     @staticmethod

@@ -213,7 +213,8 @@ class JobsMixin(RepoBase):
         return await self._run(tx)
 
     async def retry_job(self, job_id: str) -> Job:
-        """Put failed chunks and files back to work with attempts reset; the job runs again."""
+        """Put failed chunks and files back to work with attempts reset, and files waiting
+        for a retry due at once; the job runs again."""
         async def tx(s: AsyncSession) -> Job:
             job = await _require_job(s, job_id)
             allowed = ("failed", "completed_with_errors", "running", "paused")
@@ -243,6 +244,9 @@ class JobsMixin(RepoBase):
                         .values(state="planned", **reset, **LEASE_CLEARED))
         await s.execute(guarded(File).where(File.job_id == job_id, File.state == "failed")
                         .values(state="pending", **reset))
+        await s.execute(guarded(File).where(File.job_id == job_id, File.state == "pending",
+                                            File.next_attempt_at.is_not(None))
+                        .values(**reset))  # waiting retries: due at once
         await revive_tars(s, now, File.job_id == job_id)  # members back: their tars too
         await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.files_failed > 0)
                         .values(files_open=Chunk.files_open + Chunk.files_failed,

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from service.download.limits import retry_after_seconds
-from service.download.paths import part_path, replace_durably
+from service.download.paths import lstat_size, open_nofollow, part_path, replace_durably
 from service.download.verify import VerificationError, sha256_file, verify_file
 
 ProgressCallback = Callable[[int], Awaitable[None]]
@@ -77,6 +77,25 @@ class FetchPermanentError(FetchError):
     retryable = False
 
 
+class FetchLocalError(FetchRetryableError):
+    """Writing the file here failed (disk full, permissions, I/O error): not the server's
+    fault. ``os_errno`` is the OSError's errno (ENOSPC: the disk is full)."""
+
+    def __init__(self, message: str, *, os_errno: int | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.os_errno = os_errno
+
+
+def local_error(what: str, exc: OSError, part: Path) -> FetchLocalError:
+    """A FetchLocalError for an OSError met while writing ``part`` (its size kept)."""
+    try:
+        done = lstat_size(part)
+    except OSError:
+        done = 0
+    return FetchLocalError(f"{what}: {exc.strerror or exc} (errno {exc.errno})",
+                           os_errno=exc.errno, bytes_done=done)
+
+
 class FetchVerifyError(FetchError):
     """The complete body failed the size or FITS check; the part file was removed."""
 
@@ -115,8 +134,8 @@ class PartWriter:
         self.size = 0
 
     async def __aenter__(self) -> PartWriter:
-        self._fh = open(self.part, "ab" if self._append else "wb", buffering=0)  # noqa: SIM115
-        self.size = self.part.stat().st_size
+        self._fh = open_nofollow(self.part, "ab" if self._append else "wb")
+        self.size = os.fstat(self._fh.fileno()).st_size
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
@@ -211,13 +230,15 @@ async def fetch_file(
     validator = etag
     while True:
         part = part_path(dest)
-        offset = part.stat().st_size if part.exists() else 0
+        offset = lstat_size(part)  # SymlinkError for a planted link: never followed
         if offset and (validator is None or (expected_size is not None
                                              and offset > expected_size)):
             part.unlink()  # cannot resume safely without a validator, or the part is too long
             offset = 0
         try:
             return await _attempt(session, opts, dest, part, offset, validator, stats)
+        except OSError as exc:  # writing here failed (ENOSPC, EIO...): not the server's fault
+            raise local_error(f"writing {part}", exc, part) from exc
         except _Restart:
             part.unlink(missing_ok=True)
             validator = None
@@ -253,10 +274,14 @@ async def _attempt(session: aiohttp.ClientSession, opts: _Options, dest: Path, p
             raise_for_http(resp, opts.url, offset, validator)
             return await _receive(resp, opts, dest, part, offset, validator, stats)
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-        done = part.stat().st_size if part.exists() else 0
+        done = lstat_size(part)
         raise FetchRetryableError(f"{opts.url}: transfer interrupted after {done} bytes "
                                   f"({type(exc).__name__}: {exc}); the part file is kept for "
                                   "resume", bytes_done=done, validator=validator) from exc
+    except aiohttp.ClientError as exc:  # a malformed response (e.g. a bad Content-Length)
+        raise FetchRetryableError(f"{opts.url}: malformed response ({type(exc).__name__}: "
+                                  f"{exc})", bytes_done=lstat_size(part),
+                                  validator=validator) from exc
 
 
 def raise_for_http(resp: aiohttp.ClientResponse, url: str, offset: int,

@@ -3,14 +3,22 @@
 Accepted: a relative path of plain components (letters, digits, punctuation other than `/` and
 `\\`), no `.` or `..` components, no empty components, no NUL or control characters, each
 component at most 255 bytes, and no symlink on the way that leads outside the root.
+
+Files are written without following symlinks: a symlink at a file's name or at its ``.part``
+name is an error naming it (``SymlinkError``), checked with lstat and opened with
+O_NOFOLLOW, so nothing is ever written outside the root through one. (A directory symlink
+that stays inside the root is followed; one leading outside is refused by ``safe_join``.)
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import io
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
@@ -83,6 +91,43 @@ def safe_join(root: Path | str, name: str) -> Path:
     if candidate.is_dir():
         raise _reject(name, "the destination is an existing directory")
     return candidate
+
+
+class SymlinkError(UnsafePathError):
+    """A symlink where a downloaded file or its ``.part`` belongs (never followed)."""
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise SymlinkError, naming ``path``, if it is a symlink (checked with lstat)."""
+    if path.is_symlink():
+        raise SymlinkError(f"{str(path)!r} is a symlink (to {os.readlink(path)!r}) where a "
+                           "downloaded file belongs; refusing to follow it (remove it to "
+                           "let the file be written)")
+
+
+def open_nofollow(path: Path, mode: str) -> io.FileIO:
+    """Open a file under the download root for writing ("wb" or "ab", unbuffered) without
+    following a symlink at its name: a planted link raises SymlinkError naming it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_APPEND if mode == "ab" else os.O_TRUNC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_symlink(path)
+        raise
+    return io.FileIO(fd, mode, closefd=True)
+
+
+def lstat_size(path: Path) -> int:
+    """Size of the regular file at ``path`` (0 when absent); SymlinkError for a symlink."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if stat.S_ISLNK(st.st_mode):
+        refuse_symlink(path)
+    return st.st_size
 
 
 def part_path(dest: Path) -> Path:

@@ -43,7 +43,13 @@ from service.download.fetch import (
     resume_headers,
     validator_of,
 )
-from service.download.paths import UnsafePathError, part_path, replace_durably, safe_join
+from service.download.paths import (
+    UnsafePathError,
+    open_nofollow,
+    part_path,
+    replace_durably,
+    safe_join,
+)
 from service.download.tarstream import (
     BLOCK,
     ZERO_BLOCK,
@@ -335,7 +341,7 @@ class _MemberFile:
             if self.dest.parent not in self.run.made_dirs:
                 self.dest.parent.mkdir(parents=True, exist_ok=True)
                 self.run.made_dirs.add(self.dest.parent)
-            self._fh = open(part_path(self.dest), "wb", buffering=0)  # noqa: SIM115
+            self._fh = open_nofollow(part_path(self.dest), "wb")
         data = batch[0] if len(batch) == 1 else b"".join(batch)
         view = memoryview(data)
         while view:

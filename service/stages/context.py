@@ -20,9 +20,11 @@ import aiohttp
 
 from service.db.models import LOCAL_HOST
 from service.db.repo import Repo
+from service.db.repo_workers import HeldFiles
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
 from service.settings import Settings
+from service.stages.diskspace import DiskWatch
 from service.stages.recorder import OutcomeRecorder
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class StageContext:
         "planning": set(), "submitting": set(), "polling": set(), "downloading": set()})
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     rng: random.Random = field(default_factory=random.Random)
+    claims_in_flight: int = 0  # file claims whose rows are not in ``holding`` yet
+    _disk: DiskWatch | None = None
 
     # -- time and pacing ---------------------------------------------------------------------
 
@@ -205,9 +209,27 @@ class StageContext:
         seconds = self.settings.lease_seconds
         return max(claimed_at, self.renewed_at) + seconds - min(2.0, seconds / 4)
 
+    def held_files(self) -> HeldFiles:
+        """The files whose leases the heartbeat renews: those the lanes hold and those whose
+        outcome waits in the recorder. Other downloading rows this worker owns are orphans
+        (handed back), unless a claim is in flight (its rows are not listed yet)."""
+        ids = frozenset(self.holding["downloading"]) | self.recorder.pending_ids()
+        return HeldFiles(ids, None if self.claims_in_flight else self.now())
+
+    @property
+    def disk(self) -> DiskWatch:
+        """The worker-wide disk-full condition of the download root."""
+        if self._disk is None:
+            self._disk = DiskWatch(self.download_root)
+        return self._disk
+
     def holding_summary(self) -> dict[str, Any]:
-        """What this worker holds, for its heartbeat row."""
-        return {kind: sorted(map(str, ids)) for kind, ids in self.holding.items()}
+        """What this worker holds, for its heartbeat row (and a disk-full condition)."""
+        summary: dict[str, Any] = {kind: sorted(map(str, ids))
+                                   for kind, ids in self.holding.items()}
+        if self._disk is not None and self._disk.full is not None:
+            summary["disk_full"] = self._disk.summary()
+        return summary
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:

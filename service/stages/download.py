@@ -64,6 +64,8 @@ _lane_numbers = itertools.count(1)
 
 async def download_tick(ctx: StageContext) -> bool:
     """Open a lane for every host slot that has work, within the per-host and global limits."""
+    if ctx.disk.blocked():  # disk full: claim nothing until space is back
+        return False
     opened = 0
     for host in await ctx.repo.list_download_hosts():
         if host != LOCAL_HOST and ctx.host_open(f"http://{host}/"):
@@ -106,12 +108,16 @@ class Lane:
         """Lease the next batch for this lane (empty when the host's slots are taken)."""
         ctx, s = self.ctx, self.ctx.settings
         started = time.monotonic()
-        batch = await ctx.repo.claim_file_batch(
-            ctx.worker_id, self.host, lane=self.name,
-            max_per_host=ctx.connection_limit(self.host), max_files=s.download_batch_files,
-            max_bytes=s.download_batch_mb << 20, lease_seconds=s.lease_seconds)
-        self.claimed_at.update((c.file_id, started) for c in batch)
-        ctx.holding["downloading"].update(c.file_id for c in batch)
+        ctx.claims_in_flight += 1
+        try:
+            batch = await ctx.repo.claim_file_batch(
+                ctx.worker_id, self.host, lane=self.name,
+                max_per_host=ctx.connection_limit(self.host), max_files=s.download_batch_files,
+                max_bytes=s.download_batch_mb << 20, lease_seconds=s.lease_seconds)
+            self.claimed_at.update((c.file_id, started) for c in batch)
+            ctx.holding["downloading"].update(c.file_id for c in batch)
+        finally:
+            ctx.claims_in_flight -= 1
         ctx.recorder.lost.difference_update(c.file_id for c in batch)  # leased anew
         return batch
 
@@ -128,6 +134,7 @@ class Lane:
                 while self.queue and not self._should_stop():
                     if self.next_batch is None and len(self.queue) <= PREFETCH_AT:
                         self.next_batch = asyncio.create_task(self.claim())  # overlapped
+                    await ctx.recorder.room()  # while the database is away, bounded
                     await self.process(self.queue.popleft())
                 if self._should_stop():
                     break
@@ -141,8 +148,8 @@ class Lane:
         return await (task if task is not None else self.claim())
 
     def _should_stop(self) -> bool:
-        return self.ctx.stop.is_set() or (self.host != LOCAL_HOST
-                                          and self.ctx.host_open(f"http://{self.host}/"))
+        return self.ctx.stop.is_set() or self.ctx.disk.full is not None or (
+            self.host != LOCAL_HOST and self.ctx.host_open(f"http://{self.host}/"))
 
     async def _close(self) -> None:
         """Hand back what was not started, wait for the finishing work, commit."""
@@ -188,10 +195,10 @@ class Lane:
         ctx = self.ctx
         try:
             dest = safe_join(ctx.download_root, claim.dest_path)
-        except UnsafePathError as exc:
+            if await adopt_in_place(ctx, claim, dest):
+                return
+        except UnsafePathError as exc:  # also a planted symlink: the file fails, naming it
             record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
-            return
-        if await adopt_in_place(ctx, claim, dest):
             return
         breaker, tracker = ctx.breaker(claim.url), Progress(ctx, claim)
         try:
@@ -209,6 +216,9 @@ class Lane:
         except FetchError as exc:
             _retry(ctx, claim, exc)
             return
+        except UnsafePathError as exc:
+            record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
+            return
         breaker.record_success()
         await self._finish_later(claim, result, dest)
 
@@ -225,7 +235,6 @@ class Lane:
         try:
             claimed_at = self.claimed_at.pop(claim.file_id, 0.0)
             if not await ensure_lease(ctx, claim, claimed_at, result.size):
-                log.warning("file %s: lease lost before it was put in place", claim.file_id)
                 ctx.holding["downloading"].discard(claim.file_id)
                 return
             await place_fetched(ctx, claim, result, dest)

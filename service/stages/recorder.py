@@ -11,8 +11,11 @@ journal). Progress outcomes of one file are coalesced (the newest wins; the memb
 placed are gathered into one outcome).
 
 If the database cannot be reached the outcomes stay queued and the commit is tried again with
-a growing delay. Only a stopping worker gives up, after ``CLOSE_SECONDS``: the leases of what
-it could not record run out, and files it placed are adopted when claimed again.
+a growing delay (one log line per failure, no traceback), however long the outage lasts; the
+worker's heartbeat keeps renewing the leases of those files meanwhile (``pending_ids``), and
+lanes stop taking new files while ``MAX_BACKLOG`` outcomes wait (``room``), so memory stays
+bounded. Only a stopping worker gives up, after ``CLOSE_SECONDS``: the leases of what it could
+not record run out, and files it placed are adopted when claimed again.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX_SECONDS = 5.0
 CLOSE_SECONDS = 15.0  # how long a stopping worker keeps trying to record what is left
+MAX_BACKLOG = 4096  # outcomes waiting for the database before lanes pause
 COALESCED = ("progress", "tar_progress")  # several of one file's lease become one outcome
 
 
@@ -58,6 +62,22 @@ class OutcomeRecorder:
         self._kick = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._committing: list[_Entry] = []  # the group being written now
+        self._drained = asyncio.Event()  # set whenever the backlog is below MAX_BACKLOG
+        self._drained.set()
+        self.failing_since: float | None = None  # monotonic start of a database outage
+
+    def pending_ids(self) -> frozenset[int]:
+        """Files whose outcome is queued or being committed (their leases must be kept)."""
+        return frozenset(e.outcome.file_id for e in (*self._committing, *self._entries))
+
+    async def room(self) -> None:
+        """Wait while the backlog is full (the database is unreachable): a lane calls this
+        before taking its next file, so the outcomes held in memory stay bounded."""
+        if len(self._entries) >= MAX_BACKLOG:
+            self._drained.clear()
+            self._kick.set()
+        await self._drained.wait()
 
     def add(self, outcome: FileOutcome, *, sync_dir: Path | None = None) -> asyncio.Future[bool]:
         """Queue an outcome; the future says (after the commit) whether the fence held.
@@ -96,17 +116,34 @@ class OutcomeRecorder:
         while True:
             try:
                 await self._commit()
+                self._recovered()
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("recording %d file outcome(s) failed; retrying in %.2fs",
-                              len(self._entries), delay)
+            except Exception as exc:
+                self._failed(exc, delay)
             if deadline is not None and time.monotonic() + delay > deadline:
                 self._drop()
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        """One line per failed commit (the first with the traceback at debug level)."""
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.debug("recording file outcomes failed", exc_info=exc)
+        log.warning("recording %d file outcome(s) failed (%s: %s); they are kept and "
+                    "retried in %.2fs", len(self._entries), type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "", delay)
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            log.warning("recorded the held file outcomes after %.1fs without the database",
+                        time.monotonic() - self.failing_since)
+            self.failing_since = None
+        if len(self._entries) < MAX_BACKLOG:
+            self._drained.set()
 
     def _drop(self) -> None:
         log.error("gave up recording %d file outcome(s): the database stayed unreachable",
@@ -115,6 +152,7 @@ class OutcomeRecorder:
             if not entry.future.done():
                 entry.future.set_result(False)
         self._entries, self._progress = [], {}
+        self._drained.set()
 
     async def close(self) -> None:
         """Commit what is left and stop the background committer."""
@@ -142,6 +180,7 @@ class OutcomeRecorder:
             entries, self._entries, self._progress = self._entries, [], {}
             if not entries:
                 return
+            self._committing = entries
             try:
                 dirs = {e.sync_dir for e in entries if e.sync_dir is not None}
                 if dirs:
@@ -151,6 +190,8 @@ class OutcomeRecorder:
             except BaseException:
                 self._requeue(entries)
                 raise
+            finally:
+                self._committing = []
         for entry in entries:
             if entry.superseded and not entry.future.done():
                 entry.future.set_result(True)

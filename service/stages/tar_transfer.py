@@ -23,11 +23,11 @@ from collections.abc import Awaitable, Callable
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import MemberDone, TarMember
-from service.download.fetch import FetchError, FetchPermanentError
+from service.download.fetch import FetchError, FetchLocalError, FetchPermanentError
 from service.download.paths import UnsafePathError, safe_join
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
 from service.stages.context import StageContext
-from service.stages.transfer import LeaseGone, ensure_lease, record, retry_outcome
+from service.stages.transfer import LeaseGone, ensure_lease, one_line, record, retry_outcome
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,11 @@ class TarTransfer:
         except asyncio.CancelledError:
             await asyncio.shield(self._hand_back())
             raise
-        except Exception as exc:  # never keep a lease nobody works on
-            log.exception("tar %s: unpacking failed", claim.file_id)
-            record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
-                                    error=f"{type(exc).__name__}: {exc}",
-                                    bytes_done=self.offset,
-                                    next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+        except Exception as exc:  # never keep a lease nobody works on; e.g. disk full
+            log.debug("tar %s: unpacking failed", claim.file_id, exc_info=exc)
+            self._retry(FetchLocalError(f"unpacking: {one_line(exc)}",
+                                        os_errno=exc.errno if isinstance(exc, OSError)
+                                        else None))
 
     async def _transfer(self) -> None:
         ctx, claim = self.ctx, self.claim

@@ -17,11 +17,24 @@ from pathlib import Path
 
 from service.db.repo import FileClaim
 from service.db.repo_files import FileOutcome
-from service.download.fetch import FetchError, FetchResult, FetchVerifyError, place_part
+from service.download.fetch import (
+    FetchError,
+    FetchLocalError,
+    FetchResult,
+    FetchVerifyError,
+    place_part,
+)
 from service.download.limits import BreakerState
-from service.download.paths import can_sync_filesystem, part_path, replace_durably, safe_join
+from service.download.paths import (
+    can_sync_filesystem,
+    part_path,
+    refuse_symlink,
+    replace_durably,
+    safe_join,
+)
 from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
 from service.stages.context import StageContext
+from service.stages.diskspace import is_disk_full
 
 log = logging.getLogger(__name__)
 # Files are renamed into place unsynced and made durable together by the group commit's
@@ -49,12 +62,15 @@ def retry_outcome(ctx: StageContext, claim: FileClaim, exc: FetchError,
     retry_max_attempts, give up; else retry with full-jitter backoff honouring Retry-After."""
     breaker = ctx.breaker(claim.url)
     log.info("file %s: %s", claim.file_id, exc)
+    if is_disk_full(exc):  # the worker's condition, not the file's: no attempt counted
+        disk_full(ctx, claim, str(exc))
+        return FileOutcome(claim.file_id, "release", claim.lease_token, bytes_done=bytes_done)
     if bytes_done > claim.bytes_done:
         breaker.record_success()
         return FileOutcome(claim.file_id, "release", claim.lease_token, bytes_done=bytes_done)
     was_closed = breaker.state is BreakerState.CLOSED
-    if not isinstance(exc, FetchVerifyError) and (exc.http_status is None
-                                                  or exc.http_status >= 500):
+    if not isinstance(exc, FetchVerifyError | FetchLocalError) and (
+            exc.http_status is None or exc.http_status >= 500):
         breaker.record_failure()  # the host did not answer properly
     if breaker.state is not BreakerState.CLOSED:
         log.log(logging.WARNING if was_closed else logging.DEBUG,
@@ -70,11 +86,32 @@ def retry_outcome(ctx: StageContext, claim: FileClaim, exc: FetchError,
 
 
 def retry_unexpected(ctx: StageContext, claim: FileClaim, exc: Exception) -> None:
-    """An error no policy foresaw: log it and retry the file later (never keep its lease)."""
-    log.exception("file %s: download failed", claim.file_id)
-    record(ctx, FileOutcome(claim.file_id, "retry", claim.lease_token,
-                            error=f"{type(exc).__name__}: {exc}",
-                            next_attempt_at=ctx.later(ctx.retry_delay(claim.attempts))))
+    """An error no policy foresaw (an OSError placing the file, a bug): one log line, then
+    the same policy as a failed transfer (attempts counted up to retry_max_attempts, disk
+    full paused worker-wide); the lease is never kept."""
+    if isinstance(exc, OSError):
+        error: FetchError = FetchLocalError(f"placing the file: {one_line(exc)}",
+                                            os_errno=exc.errno)
+    else:
+        log.debug("file %s: unexpected error", claim.file_id, exc_info=exc)
+        error = FetchLocalError(one_line(exc))
+    log.warning("file %s: %s", claim.file_id, error)
+    record(ctx, retry_outcome(ctx, claim, error, claim.bytes_done))
+
+
+def disk_full(ctx: StageContext, claim: FileClaim, message: str) -> None:
+    """Start (once) the worker-wide disk-full pause, and say so on the file's job."""
+    if ctx.disk.report(message):
+        ctx.spawn(_tell_job(ctx, claim.job_id, f"disk full under {ctx.download_root}: "
+                            f"downloads paused until space is freed ({message})"),
+                  name="disk-full-event")
+
+
+async def _tell_job(ctx: StageContext, job_id: str, message: str) -> None:
+    try:
+        await ctx.repo.add_event(job_id, "disk_full", message)
+    except Exception as exc:  # the event is informative only
+        log.warning("could not record the disk-full event (%s)", one_line(exc))
 
 
 class Progress:
@@ -118,12 +155,22 @@ async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
     try:
         held = await ctx.repo.update_file_progress(claim.file_id, bytes_done, claim.lease_token,
                                                    lease_seconds=ctx.settings.lease_seconds)
-    except Exception:
-        log.exception("file %s: could not confirm its lease", claim.file_id)
+    except Exception as exc:  # the database is away: hand the file back once it returns
+        log.warning("file %s: could not confirm its lease (%s); handing it back with its "
+                    "complete part file", claim.file_id, one_line(exc))
+        record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
+                                bytes_done=bytes_done))
         return False
     if not held:
+        log.warning("file %s: lease lost before it was put in place", claim.file_id)
         ctx.recorder.lost.add(claim.file_id)
     return held
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for a log line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult,
@@ -148,6 +195,7 @@ async def adopt_in_place(ctx: StageContext, claim: FileClaim, dest: Path) -> boo
     boundary could pass for complete): record it done instead of fetching it again. A file
     recorded there for other content is left to be replaced."""
     part = part_path(dest)
+    refuse_symlink(part)  # a planted link is never adopted (nor followed)
     whole_part = (claim.size_expected is not None and is_fits_name(dest.name)
                   and part.is_file() and part.stat().st_size == claim.size_expected)
     if not dest.is_file() and not whole_part:
@@ -204,6 +252,7 @@ def _link_verified(source: Path, dest: Path, expected: int | None) -> tuple[int,
         raise FileNotFoundError(f"{source} is missing")
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = part_path(dest)
+    refuse_symlink(part)
     part.unlink(missing_ok=True)
     try:
         os.link(source, part)

@@ -1,0 +1,124 @@
+"""Does API traffic starve downloads? One job downloaded twice by a fresh daemon (SQLite):
+once quietly, once while ``--clients`` concurrent loops poll ``GET /jobs/{id}`` as fast as the
+daemon answers. Prints both download rates, the ratio, and how many status calls were served
+(issue 11, point 10: the aim is a drop of at most 20 %).
+
+    python -m bench.status_load                     # 300 files of 256 KB, 50 status loops
+    python -m bench.status_load --clients 50 --files 600 --file-size 64K
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from bench._e2e_sim import daemon, emulator, http_json
+from bench._procs import run_cli
+
+STEP_SECONDS = 12  # aia.lev1_euv_12s: one file per 12 s for one wavelength
+
+
+@dataclass
+class Run:
+    seconds: float
+    bytes_done: int
+    status_calls: int
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_done / self.seconds
+
+
+def spec(files: int) -> dict[str, object]:
+    minutes, seconds = divmod(files * STEP_SECONDS, 60)
+    hours, minutes = divmod(minutes, 60)
+    return {"series": "aia.lev1_euv_12s", "start": "2014-01-01T00:00:00Z",
+            "end": f"2014-01-01T{hours:02d}:{minutes:02d}:{seconds:02d}Z",
+            "wavelengths": [171], "segments": ["image"], "protocol": "as-is",
+            "method": "url_quick", "path_template": "{series}/{filename}"}
+
+
+class StatusLoad:
+    """``clients`` loops of GET /jobs/{id} in a thread of their own, until stopped."""
+
+    def __init__(self, url: str, clients: int) -> None:
+        self.url, self.clients, self.calls = url, clients, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()))
+
+    def __enter__(self) -> StatusLoad:
+        if self.clients:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self.clients:
+            self._thread.join()
+
+    async def _main(self) -> None:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.clients)) as session:
+            await asyncio.gather(*(self._loop(session) for _ in range(self.clients)))
+
+    async def _loop(self, session: aiohttp.ClientSession) -> None:
+        while not self._stop.is_set():
+            async with session.get(self.url) as resp:
+                await resp.read()
+            self.calls += 1
+
+
+def one_run(tmp: Path, sim_url: str, files: int, clients: int, timeout: float) -> Run:
+    with daemon(tmp, sim_url, []) as d:
+        started = time.perf_counter()
+        job = http_json(d.api + "/jobs", spec(files))
+        with StatusLoad(f"{d.api}/jobs/{job['id']}", clients) as load:
+            deadline = time.monotonic() + timeout
+            while True:
+                status = http_json(f"{d.api}/jobs/{job['id']}")
+                if status["state"] not in ("queued", "running"):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job not done after {timeout}s: {status['files']}")
+                time.sleep(0.1)
+        if status["state"] != "succeeded":
+            raise RuntimeError(f"job ended {status['state']}: {status.get('recent_errors')}")
+        return Run(time.perf_counter() - started, int(status["bytes_done"]), load.calls)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--file-size", default="256K", help="emulator --file-size")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args(argv if argv is not None else [])
+    runs: dict[str, Run] = {}
+    with (tempfile.TemporaryDirectory(prefix="jsoc-bulk-status-") as tmp,
+          emulator(Path(tmp), ["--file-size", args.file_size, "--staging-delay", "0.2"]) as sim):
+        # the first run makes the emulator generate the files: a warm-up, not measured
+        for name, clients in (("warm-up", 0), ("quiet", 0), ("loaded", args.clients)):
+            (Path(tmp) / name).mkdir()
+            runs[name] = one_run(Path(tmp) / name, sim.url, args.files, clients, args.timeout)
+    del runs["warm-up"]
+    quiet, loaded = runs["quiet"], runs["loaded"]
+    print(f"\n{args.files} files of {args.file_size}, one daemon (SQLite), "
+          f"{args.clients} status loops\n")
+    print("| run | seconds | MB/s | status calls served |\n|---|---:|---:|---:|")
+    for name, run in runs.items():
+        print(f"| {name} | {run.seconds:.2f} | {run.rate / 1e6:.2f} | {run.status_calls} |")
+    print(f"\nrate under load / quiet rate: {loaded.rate / quiet.rate:.2f} "
+          f"(drop {100 * (1 - loaded.rate / quiet.rate):.0f} %)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    run_cli(lambda: main(sys.argv[1:]))
