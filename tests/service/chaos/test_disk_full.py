@@ -75,6 +75,9 @@ async def test_disk_full_pauses_then_resumes(small_disk: Path, repo: Repo, db_ur
             assert (await repo.get_job(job.id)).state == "succeeded", await describe(
                 repo, job.id)
             check_files_match_manifest(emu, settings.download_dir, files)
-            assert await repo.worker_conditions(stale_after=10) == {}
+            # the heartbeat after the recovery clears the condition
+            async def cleared() -> bool:
+                return await repo.worker_conditions(stale_after=10) == {}
+            await wait_for(cleared, 15, "the disk-full condition to clear")
         finally:
             await running.stop()
