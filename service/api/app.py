@@ -11,6 +11,7 @@ from importlib import metadata
 from aiohttp import web
 
 from service.api.auth import make_auth_middleware
+from service.api.guards import input_text_middleware
 from service.api.handlers import (
     API_PREFIX,
     CONTEXT,
@@ -61,6 +62,7 @@ def create_app(settings: Settings, repo: Repo, *,
     token = settings.token_value
     if token:
         middlewares.append(make_auth_middleware(token))
+    middlewares.append(input_text_middleware)
     middlewares.append(repo_errors_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     lookup = series_lookup or _jsoc_lookup(app, settings)
