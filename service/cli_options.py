@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from service.safetext import json_text_problems
 from service.settings import Settings
 
 # JobSpec field -> how its flag is read (tests check this covers every field of the model)
@@ -165,4 +166,8 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if not body:
         raise ValueError("no job spec given: pass a JSON file or flags such as --series, "
                          "--start and --end (see jsoc-bulk submit --help)")
+    problems = json_text_problems(body)
+    if problems:  # checked here too, so the message names the flag or file field
+        raise ValueError("the job spec has values the service cannot store: "
+                         f"{'; '.join(problems)}; give UTF-8 text without NUL and finite numbers")
     return body

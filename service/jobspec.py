@@ -25,12 +25,21 @@ from pydantic import (
     model_validator,
 )
 
+from service.safetext import json_text_problems, name_problem
 from service.timeutil import parse_calendar, parse_duration, parse_time
 
 PROTOCOLS = ("fits", "as-is")
 METHODS = ("auto", "url", "url_quick", "url-tar")
 WHERE_OPS = ("=", "!=", "<", "<=", ">", ">=")
 MAX_RECORDSET_CHARS = 8192  # DRMS_MAXQUERYLEN
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # the jobs.priority column (32-bit on Postgres)
+MAX_DURATION_DAYS = 36500  # cadence, lag, check_interval: at most 100 years
+MAX_PATH_COMPONENT_BYTES = 255  # NAME_MAX of common file systems
+# What the OpenAPI schema says a body needs (the model's own rules are in _shape_problems).
+_SPEC_SHAPES = {"anyOf": [{"required": ["series", "start", "end"]},
+                          {"required": ["series", "start", "follow"],
+                           "properties": {"follow": {"const": True}}},
+                          {"required": ["recordset"]}]}
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERIES_RE = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_]+")
 _WHERE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|<=|>=|=|<|>)\s*(.*?)\s*")
@@ -66,7 +75,7 @@ def format_value(value: int | float | str) -> str:
 class WhereClause(BaseModel):
     """One keyword comparison; clauses are combined with AND."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     keyword: str
     op: str
     value: StrictInt | StrictFloat | StrictStr
@@ -100,7 +109,8 @@ def parse_where_text(text: str) -> dict[str, Any]:
 class JobSpec(BaseModel):
     """What to download and how. See the module docstring for the two shapes."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              json_schema_extra=_SPEC_SHAPES)
 
     series: str | None = None
     start: str | None = None
@@ -115,10 +125,18 @@ class JobSpec(BaseModel):
     method: Literal["auto", "url", "url_quick", "url-tar"] = "auto"
     notify: str | None = None
     path_template: str = "{series}/{filename}"
-    priority: StrictInt = 0
+    priority: StrictInt = Field(0, ge=PRIORITY_RANGE[0], le=PRIORITY_RANGE[1])
     follow: bool = False
     lag: str | None = None
     check_interval: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        problems = json_text_problems(data) if isinstance(data, dict) else []
+        if problems:  # also a spec stored before input was checked: it fails clearly
+            _fail(f"the job spec has text the service cannot store: {'; '.join(problems)}")
+        return data
 
     @field_validator("protocol", "method", mode="before")
     @classmethod
@@ -149,9 +167,11 @@ class JobSpec(BaseModel):
         if v is None:
             return v
         try:
-            parse_duration(v)
+            seconds = parse_duration(v)
         except ValueError as exc:
             _fail(f"{info.field_name}: {exc}")
+        if seconds > MAX_DURATION_DAYS * 86400:
+            _fail(f"{info.field_name} must be at most {MAX_DURATION_DAYS}d (100 years); got {v!r}")
         return str(v) if isinstance(v, str) else f"{float(v):g}s"
 
     @field_validator("recordset")
@@ -356,6 +376,14 @@ def _check_components(path: str, template: str) -> None:
             _fail(f"path_template {template!r} gives the path {path!r} with an empty, '.' or "
                   "'..' component; every component must name a directory or file inside the data "
                   "directory")
+        problem = name_problem(part)
+        if problem:
+            _fail(f"path_template {template!r} gives the path {path!r}, whose component "
+                  f"{part!r} {problem}; file and directory names must be printable text")
+        if len(part.encode()) > MAX_PATH_COMPONENT_BYTES:
+            _fail(f"path_template {template!r} gives the path component {part[:40]!r}… of "
+                  f"{len(part.encode())} bytes; at most {MAX_PATH_COMPONENT_BYTES} bytes per "
+                  "file or directory name")
 
 
 def render_path(template: str, values: Mapping[str, Any]) -> str:

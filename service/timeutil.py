@@ -22,6 +22,7 @@ ACCEPTED_TIME_FORMATS = (
     "2014-01-01T00:00:00.5, 2014-01-01 00:00, 2014-01-01 (UTC unless it ends in _TAI or ' TAI'; "
     "offsets like +02:00 are allowed)"
 )
+MAX_OFFSET_HOURS = 14  # the widest UTC offsets in use are -12:00 and +14:00
 ACCEPTED_DURATIONS = "a number with unit s, m, h or d, e.g. 45s, 10m, 1.5h, 1d"
 
 
@@ -128,6 +129,9 @@ def parse_calendar(text: str) -> tuple[datetime, str, bool]:
         raise TimeFormatError(f"time {text!r} is not a valid date/time ({exc})") from None
     if parts.get("off"):
         off = parts["off"].replace(":", "")
+        if int(off[1:3]) > MAX_OFFSET_HOURS or int(off[3:5]) > 59:
+            raise TimeFormatError(f"time {text!r} has the UTC offset {parts['off']}; offsets go "
+                                  f"from -{MAX_OFFSET_HOURS}:00 to +{MAX_OFFSET_HOURS}:00")
         delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
         calendar = calendar - delta if off[0] == "+" else calendar + delta
     return calendar, scale, leap

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,8 +17,14 @@ from pydantic import ValidationError
 
 from service.jobspec import BUILTIN_TEMPLATE_FIELDS, JobSpec, SpecError, template_fields
 from service.jsoc.metadata import SeriesMeta
+from service.timeutil import format_tai, parse_time
 
 WAVELENGTH_KEY = "WAVELNTH"
+EARLIEST_TIME = "1600.01.01_00:00:00_TAI"  # before the first telescopic solar observations
+EARLIEST_TAI = parse_time(EARLIEST_TIME)
+_RECORDSET_RE = re.compile(r"([A-Za-z0-9_]+\.[A-Za-z0-9_]+)\s*((?:\[[^\[\]{}]*\]\s*)*)"
+                           r"(\{[^{}\[\]]*\})?")
+_BRACKETS = re.compile(r"\[\s*([^\[\]]*)\]")
 
 
 def format_errors(exc: ValidationError) -> list[str]:
@@ -108,6 +115,39 @@ def _time_problems(spec: JobSpec, meta: SeriesMeta) -> list[str]:
     if spec.cadence is not None and not (time_key.slotted and time_key.step):
         return [f"cadence needs a slotted time key, but {time_key.name} of {meta.name} has no "
                 "slots; leave cadence out"]
+    return _range_problems(spec, meta, time_key.step or 0.0)
+
+
+def _range_problems(spec: JobSpec, meta: SeriesMeta, step: float) -> list[str]:
+    """start within the series' data: not before its first record (one slot of slack), and
+    never before EARLIEST_TIME whatever JSOC says."""
+    start = spec.start_tai
+    if start is None:
+        return []
+    if start < EARLIEST_TAI:
+        return [f"start {spec.start} is before {EARLIEST_TIME}: no series has data that old; "
+                f"give a start within the series' data"]
+    first = meta.first_time()
+    if first is not None and start < first - step:
+        return [f"start {spec.start} is before the data of {meta.name}, which begins with "
+                f"{meta.first_record}; start at or after {format_tai(first)}"]
+    return []
+
+
+def recordset_problems(recordset: str, meta: SeriesMeta) -> list[str]:
+    """Record-set syntax JSOC would refuse (DRMS: series, then up to one [filter] per prime
+    key and [? sql ?] / [! sql !] conditions, then an optional {segment list})."""
+    match = _RECORDSET_RE.fullmatch(recordset.strip())
+    accepted = ("accepted: SERIES[filter]...{segments}, e.g. "
+                "hmi.M_720s[2014.01.01_TAI/1d][? QUALITY = 0 ?]{magnetogram}")
+    if match is None:
+        return [f"recordset {recordset[:200]!r} is not a record set JSOC accepts (unbalanced "
+                f"or misplaced brackets, or text after the segment list); {accepted}"]
+    groups = [g for g in _BRACKETS.findall(match[2]) if not g.startswith(("?", "!"))]
+    if len(groups) > len(meta.primekeys):
+        return [f"recordset {recordset[:200]!r} has {len(groups)} prime-key filters, but "
+                f"{meta.name} has {len(meta.primekeys)} prime key(s) {meta.primekey_names}; "
+                f"{accepted}"]
     return []
 
 
@@ -158,7 +198,9 @@ def check_against_series(spec: JobSpec, meta: SeriesMeta) -> None:
     if spec.series_name.lower() != meta.name.lower():
         raise SpecError([f"metadata for {meta.name} was given for a job on {spec.series_name}"])
     problems = template_problems(spec.path_template, meta)
-    if spec.recordset is None:
+    if spec.recordset is not None:
+        problems = [*recordset_problems(spec.recordset, meta), *problems]
+    else:
         problems = [
             *_prime_key_problems(spec, meta),
             *_time_problems(spec, meta),

@@ -13,6 +13,7 @@ from aiohttp import web
 from service.api.admission import make_admission_middleware
 from service.api.auth import make_auth_middleware
 from service.api.dashboard import add_dashboard, is_public
+from service.api.guards import input_text_middleware
 from service.api.handlers import (
     API_PREFIX,
     CONTEXT,
@@ -64,6 +65,7 @@ def create_app(settings: Settings, repo: Repo, *,
     token = settings.token_value
     if token:
         middlewares.append(make_auth_middleware(token, public=is_public))
+    middlewares.append(input_text_middleware)
     middlewares.append(repo_errors_middleware)
     middlewares.append(make_admission_middleware())
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -40,6 +41,8 @@ from service.settings import Settings
 
 API_PREFIX = "/api/v1"
 MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY_PATTERN = f"^[\\x20-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$"
+IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
 Q = TypeVar("Q", bound=BaseModel)
 
 
@@ -101,9 +104,9 @@ def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
-    if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
         raise ApiProblem(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
-                         f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
+                         f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII "
                          "characters, e.g. a UUID")
     return key
 
@@ -224,7 +227,10 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/jobs", submit_job, "submitJob", "Submit a job", ok_status=202,
              response=JobOut, body=JobSpec, errors=(503,),
              headers=(HeaderParam("Idempotency-Key", "Retries with the same key return the "
-                                                     "same job (200) instead of a new one"),),
+                                  "same job (200) instead of a new one",
+                                  {"type": "string", "minLength": 1,
+                                   "maxLength": MAX_IDEMPOTENCY_KEY,
+                                   "pattern": IDEMPOTENCY_KEY_PATTERN}),),
              extra_ok={200: "The job created earlier with this Idempotency-Key"}),
     Endpoint("GET", "/jobs", list_jobs, "listJobs", "List jobs", response=JobPage,
              query=JobListQuery, errors=(400,)),

@@ -13,6 +13,7 @@ from service.api.problems import ApiProblem, FieldError, summarize
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind
+from service.safetext import MAX_JSON_DEPTH, json_text_problems
 from service.validation import check_against_series, format_errors
 
 SeriesLookup = Callable[[str], Awaitable[SeriesMeta]]
@@ -35,8 +36,24 @@ async def read_json_object(request: web.Request, what: str) -> dict[str, Any]:
     if not raw.strip():
         raise ApiProblem(400, "malformed-json", "Malformed JSON",
                          f"the request body is empty; send the {what} as a JSON object")
+    data = _parse_json(raw)
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "malformed-json", "Malformed JSON",
+                         f"the {what} must be a JSON object; got a JSON {type(data).__name__}")
+    problems = json_text_problems(data)
+    if problems:
+        raise ApiProblem(400, "invalid-text", "Invalid text or number in the body",
+                         f"the {what} has values the service cannot store: "
+                         f"{summarize([FieldError(field='', message=p) for p in problems])}; "
+                         "strings must be UTF-8 text without NUL, numbers finite",
+                         [FieldError(field=p.split(':', 1)[0], message=p) for p in problems])
+    return data
+
+
+def _parse_json(raw: bytes) -> Any:
+    """JSON text -> data; 400 for text that is not UTF-8 JSON or nests too deeply."""
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except UnicodeDecodeError:
         raise ApiProblem(400, "malformed-json", "Malformed JSON",
                          "the request body is not UTF-8 text") from None
@@ -44,10 +61,10 @@ async def read_json_object(request: web.Request, what: str) -> dict[str, Any]:
         raise ApiProblem(400, "malformed-json", "Malformed JSON",
                          f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
                          f"column {exc.colno}") from None
-    if not isinstance(data, dict):
+    except RecursionError:
         raise ApiProblem(400, "malformed-json", "Malformed JSON",
-                         f"the {what} must be a JSON object; got a JSON {type(data).__name__}")
-    return data
+                         f"the request body nests too deeply; at most {MAX_JSON_DEPTH} levels "
+                         "are accepted") from None
 
 
 def spec_field_errors(exc: ValidationError) -> list[FieldError]:

@@ -19,6 +19,7 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 class HeaderParam:
     name: str
     description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], auth: bool) -> dict[str, Any]
     if ep.query is not None:
         params += _query_parameters(ep.query)
     params += [{"name": h.name, "in": "header", "required": False, "description": h.description,
-                "schema": {"type": "string"}} for h in ep.headers]
+                "schema": h.schema} for h in ep.headers]
     ok: dict[str, Any] = {"description": HTTPStatus(ep.ok_status).phrase}
     if ep.response is not None:
         schema = refs[(ep.response, "serialization")]
@@ -100,7 +101,10 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], auth: bool) -> dict[str, Any]
     responses: dict[str, Any] = {str(ep.ok_status): ok}
     for status, description in ep.extra_ok.items():
         responses[str(status)] = {**ok, "description": description}
-    error_codes = set(ep.errors) | ({401} if auth else set()) | {500}
+    # every route reads the database (503 while it is down); parameters may carry bad text
+    error_codes = set(ep.errors) | ({401} if auth else set()) | {500, 503}
+    if params:
+        error_codes |= {400}
     if ep.body is not None:
         error_codes |= {400, 415, 422}
     for status in sorted(error_codes):

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None,
                   ) -> web.Response:
-    """A JSON response from a pydantic model or plain data."""
-    text = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    """A JSON response from a pydantic model or plain data. Text that is not UTF-8 (a lone
+    surrogate stored before input was checked) is sent escaped rather than failing."""
+    if isinstance(data, BaseModel):
+        try:
+            text = data.model_dump_json()
+        except PydanticSerializationError:
+            text = json.dumps(data.model_dump(mode="json"))
+    else:
+        text = json.dumps(data)
     return web.json_response(text=text, status=status, headers=headers)

@@ -24,6 +24,7 @@ from service.timeutil import format_tai, parse_time
 JobState = Literal[JOB_STATES]  # type: ignore[valid-type]
 FileState = Literal[FILE_STATES]  # type: ignore[valid-type]
 MAX_PAGE = 500
+MAX_OFFSET = 2**31 - 1  # row ids are 32-bit: no page starts further in
 
 
 class _Query(BaseModel):
@@ -35,13 +36,13 @@ class _Query(BaseModel):
 class JobListQuery(_Query):
     state: JobState | None = Field(None, description="Only jobs in this state")
     limit: int = Field(50, ge=1, le=MAX_PAGE, description="Page size")
-    offset: int = Field(0, ge=0, description="Jobs to skip (from next_offset)")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Jobs to skip (from next_offset)")
 
 
 class FileListQuery(_Query):
     state: FileState | None = Field(None, description="Only files in this state")
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Page size")
-    offset: int = Field(0, ge=0, description="Files to skip (from next_offset)")
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip (from next_offset)")
 
 
 class DeleteQuery(_Query):

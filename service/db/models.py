@@ -36,6 +36,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from service.safetext import clean_text
+
 JOB_STATES = ("queued", "running", "paused", "succeeded", "completed_with_errors", "failed",
               "cancelled")
 JOB_ACTIVE = ("queued", "running", "paused")
@@ -87,6 +89,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class MessageText(TypeDecorator[str]):
+    """Error and event text: stored cleaned (``safetext.clean_text``: no NUL, valid UTF-8),
+    whatever it quotes, so recording a failure can never fail itself."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clean_text(str(value))
+
+
 def _states_check(name: str, states: tuple[str, ...]) -> CheckConstraint:
     allowed = ", ".join(f"'{s}'" for s in states)
     return CheckConstraint(f"state IN ({allowed})", name=name)
@@ -123,7 +136,7 @@ class Job(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     notify_email: Mapped[str] = mapped_column(String(320))
     idempotency_key: Mapped[str | None] = mapped_column(unique=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MessageText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
@@ -169,7 +182,7 @@ class Chunk(LeaseMixin, Base):
     state: Mapped[str] = mapped_column(String(16), default="planned")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MessageText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     # file counters, kept in the transactions that change file states (see repo_counters)
@@ -207,7 +220,7 @@ class Export(LeaseMixin, Base):
     ready_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
     index: Mapped[dict[str, Any] | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MessageText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -247,7 +260,7 @@ class File(LeaseMixin, Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MessageText)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -309,4 +322,4 @@ class JobEvent(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     level: Mapped[str] = mapped_column(String(16), default="error")
     kind: Mapped[str] = mapped_column(String(32))
-    message: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(MessageText)

@@ -24,7 +24,8 @@ from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
 from service.db.tar_rows import attach_members, finish_idle_tars
 
 EXPORT_RETENTION = timedelta(days=7)  # protocol L6
-FILE_FIELDS = {"record", "segment", "file_key", "url", "dest_path", "size_expected"}
+MAX_LISTED_FAILURE_EVENTS = 1000  # rows looked at for failed-on-listing events (bounded anyway)
+FILE_FIELDS = {"record", "segment", "file_key", "url", "dest_path", "size_expected", "error"}
 CLEARED = {"lease_owner": None, "lease_expires_at": None}
 FILE_CLEARED = {**CLEARED, "lane": None}
 
@@ -46,7 +47,8 @@ def file_rows(files: Sequence[Mapping[str, Any]], *, job_id: str, chunk_id: int,
         rows.append({"job_id": job_id, "chunk_id": chunk_id, "export_id": export_id,
                      "record": f["record"], "segment": f.get("segment"), "file_key": key,
                      "url": f["url"], "host": host, "dest_path": f["dest_path"],
-                     "size_expected": f.get("size_expected"), "state": "pending",
+                     "size_expected": f.get("size_expected"),
+                     "state": "failed" if f.get("error") else "pending", "error": f.get("error"),
                      "created_at": now, "updated_at": now})
     return rows
 
@@ -64,7 +66,8 @@ class OutcomesMixin(RepoBase):
         """Mark the export ready and create its file rows; returns how many need fetching.
 
         Each file: ``record``, ``url``, ``dest_path`` (required), ``segment``, ``size_expected``,
-        ``file_key`` (content identity; default ``"<protocol>:<record>:<segment>"``). A url-tar
+        ``file_key`` (content identity; default ``"<protocol>:<record>:<segment>"``), ``error``
+        (the file cannot be fetched, e.g. a bad name from JSOC: it is listed failed). A url-tar
         export lists its tar row and its members (see ``tar_rows``). A file the
         job already has keeps its progress (a re-export only refreshes its URL); a file already
         in stored_files is done if stored at the same path, else it is to be copied from there
@@ -93,6 +96,10 @@ class OutcomesMixin(RepoBase):
                                                  Chunk.state == "exporting")
                             .values(state="ready", updated_at=t, **CLEARED))
             await self._upsert_files(s, rows)
+            for row in rows[:MAX_LISTED_FAILURE_EVENTS]:
+                if row["error"]:
+                    await self._add_event(s, export.job_id, "file_failed",
+                                          f"{row['record']}: {row['error']}")
             await attach_members(s, [export_id], t)
             await self._reuse_stored(s, export_id, t)
             await finish_idle_tars(s, t, File.export_id == export_id)

@@ -23,14 +23,24 @@ from yarl import URL
 
 from service.download.limits import retry_after_seconds
 from service.jsoc.metadata import SeriesMeta, parse_series_struct
+from service.jsoc.replies import (
+    InfoStatusModel,
+    RsListModel,
+    RsSummaryModel,
+    SeriesStructModel,
+    checked,
+    export_reply,
+)
 from service.jsoc.status import (
     JsocHttpError,
+    JsocMalformedReply,
     JsocPermanentError,
     JsocTransientError,
     StatusKind,
     classify_status,
     error_for_status,
 )
+from service.safetext import clean_text
 
 __all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "member_url", "user_agent"]
 
@@ -105,27 +115,33 @@ class ExportReply:
         return self.status == 0 and not self.dir and not self.request_id
 
     @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> ExportReply:
-        """Parse a reply whose numbers may be JSON strings ("status":"0") or numbers."""
-        request_id = payload.get("requestid", payload.get("reqid"))
-        rows = [DataRow(str(r.get("record") or ""), str(r.get("filename") or ""))
-                for r in payload.get("data") or [] if isinstance(r, dict)]
-        count = _as_int(payload.get("count"), len(rows))
+    def from_json(cls, payload: dict[str, Any], what: str = "jsoc_fetch") -> ExportReply:
+        """Parse a reply whose numbers may be JSON strings ("status":"0") or numbers;
+        JsocMalformedReply when it does not have a jsoc_fetch reply's shape."""
+        model = export_reply(payload, what)
+        request_id = model.requestid if model.requestid is not None else model.reqid
+        rows = [DataRow(r.record, r.filename) for r in model.data or []]
+        count = len(rows) if model.count is None else model.count
         return cls(
-            status=_as_int(payload.get("status"), 4),
-            request_id=str(request_id) if request_id not in (None, "", "VOID") else None,
-            wait=_as_float(payload.get("wait"), 0.0),
-            size_mb=_as_int(payload.get("size"), 0),
-            rcount=_as_int(payload.get("rcount"), count),
+            status=model.status,
+            request_id=request_id if request_id not in (None, "", "VOID") else None,
+            wait=model.wait or 0.0,
+            size_mb=int(model.size or 0),
+            rcount=count if model.rcount is None else model.rcount,
             count=count,
-            method=str(payload.get("method") or ""),
-            protocol=str(payload.get("protocol") or ""),
-            dir=str(payload.get("dir") or ""),
+            method=model.method,
+            protocol=model.protocol,
+            dir=model.dir,
             data=rows,
-            tarfile=str(payload["tarfile"]) if payload.get("tarfile") else None,
-            error=str(payload.get("error") or payload.get("errmsg") or "") or None,
+            tarfile=model.tarfile or None,
+            error=model.error or model.errmsg or None,
             raw=payload,
         )
+
+    @property
+    def file_rows(self) -> list[DataRow]:
+        """Rows that name a file, in order: the rows ``build_items`` turns into items."""
+        return [row for row in self.data if _is_file_row(row)]
 
     @property
     def missing(self) -> list[DataRow]:
@@ -185,9 +201,7 @@ def build_items(reply: ExportReply, file_url: Callable[[str], str],
     if reply.tarfile and reply.method.endswith("-tar"):
         tar_url = file_url(reply.tarfile)
         items.append(ExportItem("", None, tar_url, reply.tarfile.rsplit("/", 1)[-1]))
-    for row in reply.data:
-        if not _is_file_row(row):
-            continue
+    for row in reply.file_rows:
         record, segment = split_segment(row.record)
         basename = row.filename.rsplit("/", 1)[-1]
         segment = segment or _guess_segment(basename, segments)
@@ -282,19 +296,22 @@ class JsocClient:
             raise JsocTransientError(f"connection error talking to {cgi}: {exc}") from exc
         try:
             payload = json.loads(body.decode("latin-1"))
-        except ValueError as exc:
-            raise JsocTransientError(
-                f"{cgi} sent a reply that is not JSON: {body[:200].decode('latin-1')!r}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise JsocMalformedReply(
+                f"JSOC sent a malformed {cgi} reply: not JSON, or nested too deeply: "
+                f"{body[:80].decode('latin-1')!r}") from exc
         if not isinstance(payload, dict):
-            raise JsocTransientError(f"{cgi} sent JSON that is not an object: {payload!r:.200}")
+            raise JsocMalformedReply(f"JSOC sent a malformed {cgi} reply: JSON that is not an "
+                                     f"object: {payload!r:.80}")
         return payload
 
     async def _jsoc_info(self, params: dict[str, Any]) -> dict[str, Any]:
         payload = await self._get_json("jsoc_info", params)
-        if _as_int(payload.get("status"), 1) != 0:
+        status = checked(InfoStatusModel, payload, f"jsoc_info {params.get('op')}").status
+        if status != 0:
             error = payload.get("error") or payload.get("errmsg") or "jsoc_info failed"
-            raise JsocPermanentError(f"{error} [status={payload.get('status')}]",
-                                     status=_as_int(payload.get("status"), 1))
+            raise JsocPermanentError(f"{clean_text(str(error))} [status={status}]",
+                                     status=status)
         return payload
 
     # -- jsoc_info / checkAddress -----------------------------------------------------------
@@ -306,6 +323,7 @@ class JsocClient:
             raise ValueError(f"no series name in {series!r}")
         if key not in self._series_cache:
             payload = await self._jsoc_info({"op": "series_struct", "ds": key})
+            checked(SeriesStructModel, payload, "series_struct")
             name = series.strip()[: len(key)]
             self._series_cache[key] = parse_series_struct(payload, name=name)
         return self._series_cache[key]
@@ -313,7 +331,7 @@ class JsocClient:
     async def rs_summary(self, recordset: str) -> int:
         """Number of records in a record set."""
         payload = await self._jsoc_info({"op": "rs_summary", "ds": recordset})
-        return _as_int(payload.get("count"), 0)
+        return checked(RsSummaryModel, payload, "rs_summary").count
 
     async def rs_list(self, recordset: str, keys: list[str] | tuple[str, ...] = (),
                       segs: list[str] | tuple[str, ...] = (), n: int | None = None, *,
@@ -330,7 +348,9 @@ class JsocClient:
             params["R"] = 1
         if n is not None:
             params["n"] = n
-        return await self._jsoc_info(params)
+        payload = await self._jsoc_info(params)
+        checked(RsListModel, payload, "rs_list")
+        return payload
 
     async def check_address(self, email: str) -> int:
         """checkAddress status (2 = registered). The address is double-encoded, as drms does."""
@@ -356,7 +376,8 @@ class JsocClient:
                                   "filenamefmt": filenamefmt}
         if process is not None:
             params["process=n"] = process
-        return self._checked(ExportReply.from_json(await self._get_json("jsoc_fetch", params)))
+        payload = await self._get_json("jsoc_fetch", params)
+        return self._checked(ExportReply.from_json(payload, "exp_request"))
 
     async def exp_status(self, request_id: str, *, check: bool = True) -> ExportReply:
         """Poll an export. With check=True, statuses other than 0/1/2/12 raise."""
@@ -364,7 +385,7 @@ class JsocClient:
             raise ValueError("exp_status needs a request id such as JSOC_20250101_042")
         payload = await self._get_json(
             "jsoc_fetch", {"op": "exp_status", "requestid": request_id, "format": "json"})
-        reply = ExportReply.from_json(payload)
+        reply = ExportReply.from_json(payload, "exp_status")
         if reply.request_id is None:
             reply.request_id = request_id
         return self._checked(reply) if check else reply
@@ -388,13 +409,5 @@ def _as_int(value: Any, default: int) -> int:
         return default
     try:
         return int(float(value))
-    except (TypeError, ValueError):
-        return default
-
-
-def _as_float(value: Any, default: float) -> float:
-    """float() of a JSON string or number; `default` when absent or not a number."""
-    try:
-        return float(value)
     except (TypeError, ValueError):
         return default

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from service.timeutil import parse_time
+
+_GROUP = re.compile(r"\[([^\]]*)\]")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class SeriesMeta:
     segments: list[SegmentInfo]
     links: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    first_record: str | None = None  # series_struct Interval (None: empty or not sent)
+    last_record: str | None = None
 
     @property
     def keyword_names(self) -> list[str]:
@@ -70,6 +77,25 @@ class SeriesMeta:
     def time_key(self) -> PrimeKeyInfo | None:
         """The first time-valued prime key (T_REC, T_OBS, T_START …), if any."""
         return next((p for p in self.primekeys if p.is_time), None)
+
+    def first_time(self) -> float | None:
+        """TAI seconds of the first record's time key (None when not known)."""
+        key = self.time_key()
+        if key is None or not self.first_record:
+            return None
+        _series, values = split_record(self.first_record)
+        index = self.primekeys.index(key)
+        try:
+            return parse_time(values[index])
+        except (IndexError, ValueError):
+            return None
+
+
+def split_record(record: str) -> tuple[str, list[str]]:
+    """``hmi.M_45s[2014.01.01_00:00:00_TAI][2]{magnetogram}`` -> (series, [values])."""
+    body = record.split("{", 1)[0]
+    series = body.split("[", 1)[0].strip()
+    return series, [v.strip() for v in _GROUP.findall(body)]
 
 
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -133,4 +159,12 @@ def parse_series_struct(payload: dict[str, Any], name: str | None = None) -> Ser
         links=[str(link.get("name")) for link in payload.get("links") or []
                if isinstance(link, dict)],
         raw=payload,
+        first_record=_interval_record(payload, "FirstRecord"),
+        last_record=_interval_record(payload, "LastRecord"),
     )
+
+
+def _interval_record(payload: dict[str, Any], name: str) -> str | None:
+    interval = payload.get("Interval")
+    value = interval.get(name) if isinstance(interval, dict) else None
+    return value if isinstance(value, str) and value not in ("", "NA") else None

@@ -101,6 +101,11 @@ class JsocTransientError(JsocError):
         self.retry_after = retry_after
 
 
+class JsocMalformedReply(JsocTransientError):
+    """A reply that does not have the shape JSOC's replies have (wrong types, no file list,
+    not JSON): retried with backoff, and shown on the job while it lasts."""
+
+
 class JsocHttpError(JsocTransientError):
     """A non-200 HTTP answer from a CGI; `kind` follows `classify_http`."""
 

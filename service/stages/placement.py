@@ -9,29 +9,20 @@ looked up with rs_list.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from service.download.paths import check_relative_name
 from service.jobspec import BUILTIN_TEMPLATE_FIELDS, render_path, template_fields
-from service.jsoc.metadata import SeriesMeta
+from service.jsoc.metadata import SeriesMeta, split_record
 from service.timeutil import TimeFormatError, parse_calendar
 
 RECORD_FIELDS = ("series", "record", "segment", "filename")
-_GROUP = re.compile(r"\[([^\]]*)\]")
 
 
 class PlacementError(ValueError):
     """A file's destination cannot be rendered or would leave the download root."""
-
-
-def split_record(record: str) -> tuple[str, list[str]]:
-    """``hmi.M_45s[2014.01.01_00:00:00_TAI][2]{magnetogram}`` -> (series, [values])."""
-    body = record.split("{", 1)[0]
-    series = body.split("[", 1)[0].strip()
-    return series, [v.strip() for v in _GROUP.findall(body)]
 
 
 def _time_value(text: str) -> datetime | str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.db.repo import LeaseLost, PlanClaim
+from service.db.repo import InvalidTransition, LeaseLost, NotFound, PlanClaim
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind
@@ -32,6 +32,7 @@ from service.planner import (
     split_chunk,
 )
 from service.stages.context import JobEstimate, StageContext
+from service.stages.reply_errors import note_malformed
 from service.timeutil import (
     cadence_stride,
     duration_range_slots,
@@ -217,9 +218,13 @@ async def _handle(ctx: StageContext, claim: PlanClaim) -> None:
             ctx.jsoc_breaker.record_failure()
             delay = ctx.retry_delay(1, getattr(exc, "retry_after", None))
             log.warning("planning job %s waits: %s", claim.job_id, exc)
+            await note_malformed(ctx, claim.job_id, exc, "planning")
         else:
             await _fail(ctx, claim, f"JSOC refused to describe the job's records: {exc}")
             return
+    except (InvalidTransition, NotFound) as exc:  # cancelled, paused or deleted meanwhile
+        log.info("planning job %s stopped: %s", claim.job_id, exc)
+        delay = None
     except Exception:  # e.g. a database hiccup: keep the lease, look again later
         log.exception("planning job %s failed; trying again later", claim.job_id)
         delay = ctx.retry_delay(3)

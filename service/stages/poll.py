@@ -16,9 +16,11 @@ from typing import Any
 from service.db.repo import PollClaim
 from service.db.tar_rows import tar_key
 from service.jobspec import JobSpec, SpecError
-from service.jsoc.client import ExportReply
+from service.jsoc.client import ExportItem, ExportReply
 from service.jsoc.metadata import SeriesMeta
+from service.jsoc.replies import file_name_problem
 from service.jsoc.status import JsocError, StatusKind, error_for_status
+from service.safetext import clean_text
 from service.stages.context import StageContext
 from service.stages.placement import (
     PlacementError,
@@ -28,6 +30,7 @@ from service.stages.placement import (
     rs_list_keys,
 )
 from service.stages.plan import job_spec, split_or_fail
+from service.stages.reply_errors import note_malformed
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +59,60 @@ async def ready_files(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, reply:
                                          keys=rs_list_keys(fields), rec_index=True)
         table = keyword_table(listing, fields)
     files, seen = [], {}
-    for item in items:
-        if item.record:
-            dest = destination(spec.path_template, meta=meta, record=item.record,
-                               segment=item.segment, filename=item.filename,
-                               extra=table.get(item.record.lower()))
-            key = f"{spec.protocol}:{item.record}:{item.segment or ''}"
-        else:  # a url-tar export's tar row: unpacked by a lane into its members' rows
-            dest, key = f"{meta.name}/{item.filename}", tar_key(spec.protocol, recordset)
-        if dest in seen:
+    for item, problem in zip(items, name_problems(reply, items), strict=True):
+        row = _file_row(spec, meta, item, problem, table.get(item.record.lower()), recordset)
+        dest = row["dest_path"]
+        if not row.get("error") and dest in seen:
             raise PlacementError(f"path_template {spec.path_template!r} gives the same path "
                                  f"{dest!r} to {seen[dest]} and {item.record}{{{item.segment}}}; "
                                  "add {record}, {segment} or a prime key to make paths unique")
         seen[dest] = f"{item.record}{{{item.segment}}}"
-        files.append({"record": item.record or recordset, "segment": item.segment,
-                      "file_key": key, "url": item.url, "dest_path": dest})
+        files.append(row)
     if reply.missing:
         log.warning("export %s lists %d record(s) without a file", reply.request_id,
                     len(reply.missing))
     return files
+
+
+def _file_row(spec: JobSpec, meta: SeriesMeta, item: ExportItem, problem: str | None,
+              extra: dict[str, Any] | None, recordset: str) -> dict[str, Any]:
+    """One listed file's row: placed by the path template, or failed with ``problem`` (a bad
+    name from JSOC, or a path the template cannot give this file) while the others go on."""
+    if problem is None and item.record:
+        try:
+            dest = destination(spec.path_template, meta=meta, record=item.record,
+                               segment=item.segment, filename=item.filename, extra=extra)
+        except PlacementError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return unfetchable(spec, item, problem)
+    if item.record:
+        key = f"{spec.protocol}:{item.record}:{item.segment or ''}"
+    else:  # a url-tar export's tar row: unpacked by a lane into its members' rows
+        dest, key = f"{meta.name}/{item.filename}", tar_key(spec.protocol, recordset)
+    return {"record": item.record or recordset, "segment": item.segment, "file_key": key,
+            "url": item.url, "dest_path": dest}
+
+
+def name_problems(reply: ExportReply, items: list[ExportItem]) -> list[str | None]:
+    """Per item, why JSOC's name for it cannot be used (None: fine). Items follow the reply's
+    file rows; a url-tar export's tar comes first (its name is JSOC's tarfile)."""
+    rows = reply.file_rows
+    first = len(items) - len(rows)
+    problems: list[str | None] = [None] * first
+    problems += [file_name_problem(row.filename, row.record, path_ok=reply.is_quick)
+                 for row in rows]
+    return problems
+
+
+def unfetchable(spec: JobSpec, item: ExportItem, problem: str) -> dict[str, Any]:
+    """The row of a listed file that cannot be fetched: failed at once with ``problem``
+    (its text made storable: JSOC's names may hold anything)."""
+    record = clean_text(item.record)
+    return {"record": record, "segment": item.segment and clean_text(item.segment),
+            "file_key": clean_text(f"{spec.protocol}:{item.record}:{item.segment or ''}:"
+                                   f"{item.filename}"),
+            "url": clean_text(item.url), "dest_path": "", "error": problem}
 
 
 async def poll_tick(ctx: StageContext) -> bool:
@@ -114,6 +152,7 @@ async def poll_export(ctx: StageContext, claim: PollClaim) -> None:
             reply = await ctx.jsoc.exp_status(claim.request_id, check=False)
         except JsocError as exc:
             ctx.jsoc_breaker.record_failure()
+            await note_malformed(ctx, claim.job_id, exc, f"exp_status {claim.request_id}")
             await ctx.repo.record_poll(claim.export_id, status=-1, lease_token=claim.lease_token,
                                        wait=ctx.poll_delay(None, claim.polls + 1),
                                        error=f"exp_status failed: {exc}")
@@ -174,6 +213,7 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
                                    lease_token=claim.lease_token)
         return
     except JsocError as exc:  # metadata lookup failed: poll again later
+        await note_malformed(ctx, claim.job_id, exc, "listing the export's records")
         await ctx.repo.record_poll(claim.export_id, status=0, lease_token=claim.lease_token,
                                    wait=ctx.poll_delay(None, claim.polls + 1),
                                    error=f"export ready, but: {exc}")

@@ -28,6 +28,7 @@ from service.stages.method_choice import chunk_method
 from service.stages.placement import PlacementError
 from service.stages.plan import job_spec, split_or_fail
 from service.stages.poll import index_header, ready_files
+from service.stages.reply_errors import note_malformed
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class Submission:
             except JsocError as exc:
                 if exc.kind is StatusKind.TRANSIENT:
                     self.maybe_sent = True  # the request may have arrived before the failure
+                    await note_malformed(ctx, claim.job_id, exc, "exp_request")
                     await self._backoff(exc)
                     continue
                 ctx.jsoc_breaker.record_success()
