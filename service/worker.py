@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from service.db.repo import Repo
+from service.ops import metrics
+from service.ops.logs import bind
 from service.settings import Settings
 from service.stages import download_tick, plan_tick, poll_tick, submit_tick
 from service.stages.context import StageContext, open_context
@@ -76,6 +78,7 @@ class Worker:
         """Work until ``stop`` is set, then drain and release leases."""
         assert self.settings.download_dir is not None
         self.settings.download_dir.mkdir(parents=True, exist_ok=True)
+        bind(worker=self.worker_id)
         async with open_context(self.settings, self.repo, stop, self.worker_id) as ctx:
             self.ctx = ctx
             log.info("worker %s started (download dir %s)", self.worker_id,
@@ -150,8 +153,11 @@ class Worker:
                                       renew_lease_seconds=self.settings.lease_seconds)
         except Exception:
             log.exception("heartbeat of worker %s failed", self.worker_id)
+            metrics.HEARTBEAT_FAILURES.labels(self.worker_id).inc()
             return
         ctx.renewed_at = started
+        metrics.HEARTBEATS.labels(self.worker_id).inc()
+        metrics.LAST_HEARTBEAT.labels(self.worker_id).set_to_current_time()
 
     async def _reap(self, ctx: StageContext) -> None:
         """Release at once the work of workers known to be dead (a previous life of this

@@ -20,6 +20,7 @@ from service.api.handlers import (
 )
 from service.api.intake import SeriesLookup
 from service.api.openapi import build_openapi
+from service.api.ops import OPS_ENDPOINTS, add_ops_routes, public_paths
 from service.api.problems import problem_middleware
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
@@ -60,17 +61,18 @@ def create_app(settings: Settings, repo: Repo, *,
     middlewares = [problem_middleware]
     token = settings.token_value
     if token:
-        middlewares.append(make_auth_middleware(token))
+        middlewares.append(make_auth_middleware(token, public_paths(settings.metrics_public)))
     middlewares.append(repo_errors_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     lookup = series_lookup or _jsoc_lookup(app, settings)
     context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,
                          version=package_version())
-    context.openapi = build_openapi(ENDPOINTS, API_PREFIX, auth=bool(token),
-                                    version=context.version)
+    context.openapi = build_openapi([*ENDPOINTS, *OPS_ENDPOINTS], API_PREFIX,
+                                    auth=bool(token), version=context.version)
     app[CONTEXT] = context
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, API_PREFIX + ep.path, ep.handler, name=ep.operation_id)
+    add_ops_routes(app)
     return app
 
 

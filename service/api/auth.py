@@ -27,11 +27,14 @@ def token_matches(presented: str, expected: str) -> bool:
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
-def make_auth_middleware(token: str) -> Middleware:
-    """Middleware refusing requests without ``Authorization: Bearer <token>`` (401)."""
+def make_auth_middleware(token: str, public: frozenset[str] = frozenset()) -> Middleware:
+    """Middleware refusing requests without ``Authorization: Bearer <token>`` (401), except
+    to the ``public`` paths (health and readiness probes cannot send a token)."""
 
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in public:
+            return await handler(request)
         presented = _presented_token(request)
         if presented is None:
             raise ApiProblem(

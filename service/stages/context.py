@@ -22,6 +22,8 @@ from service.db.models import LOCAL_HOST
 from service.db.repo import Repo
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
+from service.ops import metrics
+from service.ops.logs import context_with
 from service.settings import Settings
 from service.stages.recorder import OutcomeRecorder
 
@@ -166,24 +168,16 @@ class StageContext:
 
     def connection_limit(self, host: str) -> int:
         """Connections allowed to a download host (``host[:port]`` as stored on files)."""
-        s = self.settings
-        if host == LOCAL_HOST:
-            return s.global_download_limit
-        if host.lower() in s.host_connection_limits:
-            return s.host_connection_limits[host.lower()]
-        name = urlsplit(f"//{host}").hostname or host
-        jsoc = urlsplit(s.jsoc_url)
-        if host.lower() == jsoc.netloc.lower():
-            return s.max_connections_per_jsoc_host
-        return s.connection_limit(name)
+        return connection_limit(self.settings, host)
 
     # -- tasks -------------------------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str,
-              wake: tuple[str, ...] = ()) -> asyncio.Task[Any]:
+              wake: tuple[str, ...] = (), about: dict[str, Any] | None = None
+              ) -> asyncio.Task[Any]:
         """Run in-flight work as a task the worker drains on shutdown; when it ends, wake the
-        ``wake`` stages."""
-        task = asyncio.create_task(coro, name=name)
+        ``wake`` stages. ``about``: the job/export/file its log lines name."""
+        task = asyncio.create_task(coro, name=name, context=context_with(**(about or {})))
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, wake))
         return task
@@ -204,6 +198,19 @@ class StageContext:
     def holding_summary(self) -> dict[str, Any]:
         """What this worker holds, for its heartbeat row."""
         return {kind: sorted(map(str, ids)) for kind, ids in self.holding.items()}
+
+
+def connection_limit(s: Settings, host: str) -> int:
+    """Connections allowed to a download host (``host[:port]`` as stored on files)."""
+    if host == LOCAL_HOST:
+        return s.global_download_limit
+    if host.lower() in s.host_connection_limits:
+        return s.host_connection_limits[host.lower()]
+    name = urlsplit(f"//{host}").hostname or host
+    jsoc = urlsplit(s.jsoc_url)
+    if host.lower() == jsoc.netloc.lower():
+        return s.max_connections_per_jsoc_host
+    return s.connection_limit(name)
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -238,8 +245,11 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
                            recorder=recorder)
         recorder.on_settled = lambda: ctx.wakers.poke_at_most_every(  # chunks may have closed
             "plan", PLAN_WAKE_SECONDS)
+        metrics.PROCESS.breaker_sources.append(ctx.breakers.states)
         yield ctx
     finally:
+        with suppress(NameError, ValueError):
+            metrics.PROCESS.breaker_sources.remove(ctx.breakers.states)
         await recorder.close()
         await jsoc.close()
         await session.close()

@@ -19,6 +19,7 @@ from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind, error_for_status
+from service.ops import metrics
 from service.stages.context import StageContext
 from service.stages.placement import (
     PlacementError,
@@ -86,6 +87,7 @@ async def poll_tick(ctx: StageContext) -> bool:
     for claim in claims:
         ctx.holding["polling"].add(claim.export_id)
         ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}",
+                  about={"job": claim.job_id, "export": claim.export_id},
                   wake=("poll",))  # its next poll is scheduled when it ends
     if not claims:
         await _wake_when_due(ctx)
@@ -114,6 +116,7 @@ async def poll_export(ctx: StageContext, claim: PollClaim) -> None:
             reply = await ctx.jsoc.exp_status(claim.request_id, check=False)
         except JsocError as exc:
             ctx.jsoc_breaker.record_failure()
+            metrics.RETRIES.labels("poll").inc()
             await ctx.repo.record_poll(claim.export_id, status=-1, lease_token=claim.lease_token,
                                        wait=ctx.poll_delay(None, claim.polls + 1),
                                        error=f"exp_status failed: {exc}")

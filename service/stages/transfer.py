@@ -21,6 +21,7 @@ from service.download.fetch import FetchError, FetchResult, FetchVerifyError, pl
 from service.download.limits import BreakerState
 from service.download.paths import can_sync_filesystem, part_path, replace_durably, safe_join
 from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
+from service.ops import metrics
 from service.stages.context import StageContext
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class Progress:
     async def validator(self, value: str | None) -> None:
         """A fresh (200) response: its ETag / Last-Modified, for resuming later."""
         self._check()
+        if self.bytes_done > 0:  # what was downloaded before is fetched again
+            metrics.BYTES_REFETCHED.labels(self.claim.host).inc(self.bytes_done)
         self.bytes_done = 0
         is_etag = value is not None and value.startswith(('"', "W/"))
         record(self.ctx, FileOutcome(
