@@ -16,11 +16,12 @@ class ApiError(Exception):
     """The API answered with an error; ``detail`` is the problem document's one-line message."""
 
     def __init__(self, status: int, detail: str, errors: list[dict[str, Any]] | None = None,
-                 ) -> None:
+                 body: Any = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        self.body = body  # the decoded JSON body, when there was one
 
 
 class ApiUnreachable(ApiError):
@@ -40,7 +41,7 @@ def _error_from_response(status: int, reason: str, body: bytes) -> ApiError:
         return ApiError(status, doc["detail"], errors)
     text = body.decode("utf-8", "replace").strip().splitlines()
     detail = text[0][:200] if text else reason
-    return ApiError(status, f"HTTP {status} {reason}: {detail}")
+    return ApiError(status, f"HTTP {status} {reason}: {detail}", body=doc)
 
 
 class ApiClient:
@@ -94,6 +95,15 @@ class ApiClient:
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "health")
+
+    def ready(self) -> dict[str, Any]:
+        """GET /ready; its body also when it answers 503 (not ready)."""
+        try:
+            return self.request("GET", "ready")
+        except ApiError as exc:
+            if exc.status == 503 and isinstance(exc.body, dict) and "status" in exc.body:
+                return exc.body
+            raise
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

@@ -1,6 +1,7 @@
 """``jsoc-bulk``: run the daemon (``serve``) or talk to it over REST (every other command).
 
-Settings come from flags, then ``JSOC_BULK_*`` environment variables, then defaults. Errors are
+Settings come from flags, then ``JSOC_BULK_*`` environment variables, then the configuration
+file (``--config`` or ``JSOC_BULK_CONFIG``), then defaults. Errors are
 printed as one line (``jsoc-bulk: error: …``) with a non-zero exit code, never a traceback.
 
 Exit codes: 0 success; 1 error (API refused, unreachable, bad settings); 2 bad usage;
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 from service.apiclient import ApiClient, ApiError
+from service.cli_ops import add_ops_commands, cmd_config, cmd_health
 from service.cli_options import add_settings_flags, add_spec_flags, spec_from_args
 from service.cli_progress import follow_job, human_bytes, status_line
 from service.settings import Settings, SettingsError, load_settings
@@ -42,7 +44,8 @@ class CliError(Exception):
 
 def _common_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    add_settings_flags(common.add_argument_group("settings (flag > JSOC_BULK_* env > default)"))
+    add_settings_flags(common.add_argument_group(
+        "settings (flag > JSOC_BULK_* env > --config file > default)"))
     common.add_argument("--api-url", help="URL of the jsoc-bulk API for client commands "
                         f"(env {API_URL_ENV}; default http://<host>:<port>/)")
     return common
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = command("db", "database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_sub.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
+    add_ops_commands(command, common)
     return parser
 
 
@@ -121,7 +125,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the given flags (absent flags fall back to env, then defaults)."""
     flags = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
     try:
-        return load_settings(**flags)
+        return load_settings(getattr(args, "config", None), **flags)
     except SettingsError as exc:
         raise CliError(str(exc)) from None
 
@@ -329,6 +333,10 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
         tasks.append(asyncio.create_task(runner(settings, repo, stop), name="workers"))
     elif workers:
         log.warning("service.worker is not available: running the API only")
+    if tasks and settings.metrics_port is not None:
+        from service.api.ops import serve_ops
+
+        tasks.append(asyncio.create_task(serve_ops(settings, repo, stop), name="ops"))
     if not tasks:
         await repo.close()
         raise CliError("nothing to run: --workers-only, but service.worker is not available")
@@ -345,11 +353,10 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from service.ops.logs import setup_logging
+
     settings = settings_from_args(args)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.log_level != "DEBUG":
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    setup_logging(settings)
     try:
         asyncio.run(run_service(settings, api=not args.workers_only, workers=not args.api_only,
                                 db_upgrade=args.db_upgrade))
@@ -362,6 +369,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve, "submit": cmd_submit, "jobs": cmd_jobs, "status": cmd_status,
     "watch": cmd_watch, "delete": cmd_delete, "workers": cmd_workers, "db": cmd_db,
+    "config": lambda args: cmd_config(args, settings_from_args),
+    "health": lambda args: cmd_health(args, make_client(args)),
     **{action: cmd_action for action in ACTIONS},
 }
 

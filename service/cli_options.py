@@ -11,8 +11,9 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+from service.config_file import CONFIG_ENV
 from service.safetext import json_text_problems
-from service.settings import Settings
+from service.settings import Settings, default_text
 
 # JobSpec field -> how its flag is read (tests check this covers every field of the model)
 SPEC_FLAGS: dict[str, str] = {
@@ -73,13 +74,18 @@ def _settings_kind(annotation: Any) -> tuple[Any, dict[str, Any]]:
 
 
 def add_settings_flags(group: argparse._ActionsContainer) -> None:
-    """One flag per Settings field, e.g. --jsoc-url, --max-pending-exports-per-email."""
+    """``--config`` and one flag per Settings field (--jsoc-url, …), each with its meaning,
+    default and environment variable from the Settings model."""
+    group.add_argument("--config", dest="config", metavar="FILE",
+                       help=f"TOML file holding any of these settings (env {CONFIG_ENV}); "
+                       "see 'jsoc-bulk config example'")
     for name, info in Settings.model_fields.items():
         kind, extra = _settings_kind(info.annotation)
         if kind is not None:
             extra["type"] = kind
-        help_text = (info.description or "") + f" (env JSOC_BULK_{name.upper()})"
-        group.add_argument(_flag(name), dest=name, help=help_text.strip(), **extra)
+        help_text = (f"{info.description} (default: {default_text(name)}; "
+                     f"env JSOC_BULK_{name.upper()})")
+        group.add_argument(_flag(name), dest=name, help=help_text.replace("%", "%%"), **extra)
 
 
 def add_spec_flags(group: argparse._ActionsContainer) -> None:

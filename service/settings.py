@@ -1,4 +1,5 @@
-"""Service configuration (pydantic-settings). Precedence: flags > environment > defaults.
+"""Service configuration (pydantic-settings). Precedence: flags > environment > configuration
+file (``--config`` / ``JSOC_BULK_CONFIG``, TOML, see ``service.config_file``) > defaults.
 
 Every field can be set from the environment as ``JSOC_BULK_<FIELD>`` (e.g. ``JSOC_BULK_EMAIL``;
 dicts as JSON: ``JSOC_BULK_HOST_CONNECTION_LIMITS='{"example.org": 2}'``). The CLI passes its
@@ -14,12 +15,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -45,34 +48,70 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# defaults computed from other settings, as --help and `config show` describe them
+DERIVED_DEFAULTS = {
+    "data_dir": "$XDG_DATA_HOME/jsoc-bulk or ~/.local/share/jsoc-bulk",
+    "download_dir": "<data_dir>/files",
+    "database_url": "sqlite+aiosqlite:///<data_dir>/jsoc-bulk.db",
+}
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("jsoc_bulk_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The configuration file's values (read by load_settings): below the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (_FILE_VALUES.get() or {}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
 class Settings(BaseSettings):
     """All service settings. Times are seconds."""
 
     model_config = SettingsConfigDict(env_prefix="JSOC_BULK_", extra="forbid",
                                       validate_default=True)
 
-    jsoc_url: str = "http://jsoc.stanford.edu/"
-    email: str | None = None
-    data_dir: Path = Field(default_factory=default_data_dir)
-    download_dir: Path | None = None  # where files go; default <data_dir>/files
-    database_url: str | None = None  # default sqlite+aiosqlite:///<data_dir>/jsoc-bulk.db
-    host: str = "127.0.0.1"
-    port: int = Field(8470, ge=0, le=65535)
-    token: SecretStr | None = None
+    jsoc_url: str = Field(
+        "http://jsoc.stanford.edu/", description="JSOC's base URL (CGIs under cgi-bin/ajax/)")
+    email: str | None = Field(
+        None, description="JSOC-registered notify email, the default of jobs (needed to "
+        "export)")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="directory of the database and state")
+    download_dir: Path | None = Field(
+        None, description="the root every downloaded file is placed under")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the database: sqlite+aiosqlite:///… or "
+        "postgresql+asyncpg://user:password@host/db (the password is never shown)")
+    host: str = Field("127.0.0.1", description="address the API listens on; a non-loopback "
+                      "address requires a token")
+    port: int = Field(8470, ge=0, le=65535, description="port the API listens on")
+    token: SecretStr | None = Field(
+        None, description="bearer token every API request must send (never logged or shown)")
 
-    max_pending_exports_per_email: int = Field(1, ge=1)
-    max_connections_per_jsoc_host: int = Field(1, ge=1)
-    host_connection_limits: dict[str, int] = Field(default_factory=dict)
-    global_download_limit: int = Field(4, ge=1)
+    max_pending_exports_per_email: int = Field(
+        1, ge=1, description="exports pending at JSOC per notify email, all workers together "
+        "(JSOC's rule; raise only for whitelisted addresses)")
+    max_connections_per_jsoc_host: int = Field(
+        1, ge=1, description="download connections to JSOC's host, all workers together "
+        "(JSOC's rule)")
+    host_connection_limits: dict[str, int] = Field(
+        default_factory=dict, description="download connections allowed to other hosts, as "
+        "JSON, e.g. '{\"mirror.example.org\": 4}'")
+    global_download_limit: int = Field(
+        4, ge=1, description="concurrent downloads in one worker process")
     download_batch_files: int = Field(
-        64, ge=1, description="files a download lane leases per claim")
+        64, ge=1, description="files a download lane leases per claim (then the next job "
+        "gets its turn)")
     download_batch_mb: int = Field(
         256, ge=1, description="about how many MB a download lane leases per claim")
     commit_files: int = Field(
         256, ge=1, description="file outcomes recorded per group commit, at most")
     commit_seconds: float = Field(
         0.2, gt=0, description="longest wait before a file outcome is committed")
-    max_chunk_records: int = Field(5_000, ge=1)
+    max_chunk_records: int = Field(5_000, ge=1, description="records in one export, at most")
     tar_min_files: int = Field(
         200, ge=1, description="method auto: export a chunk as url-tar only when it has at "
         "least this many files (estimated)")
@@ -83,19 +122,44 @@ class Settings(BaseSettings):
         30.0, ge=0, description="method auto: what url-tar's staging is expected to cost; "
         "url-tar is chosen when the chunk's files times the measured round trip to JSOC "
         "exceed it")
-    max_chunk_mb: int = Field(20_000, ge=1, le=100_000)
+    max_chunk_mb: int = Field(20_000, ge=1, le=100_000, description="MB in one export, at "
+                              "most (JSOC's hard limit is 100,000)")
 
     poll_min: float = Field(
-        2.0, gt=0, description="shortest wait between two status polls of an export (JSOC's "
-        "wait hint is followed when it is longer)")
-    poll_max: float = Field(300.0, gt=0)
-    retry_base: float = Field(2.0, gt=0)
-    retry_cap: float = Field(600.0, gt=0)
-    retry_max_attempts: int = Field(8, ge=1)
-    lease_seconds: float = Field(60.0, gt=0)
-    heartbeat_seconds: float = Field(15.0, gt=0)
-    shutdown_grace_seconds: float = Field(30.0, ge=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+        2.0, gt=0, description="shortest wait between two status polls of an export, seconds "
+        "(JSOC's wait hint is followed when it is longer)")
+    poll_max: float = Field(300.0, gt=0, description="longest wait between two status "
+                            "polls of an export, seconds")
+    retry_base: float = Field(2.0, gt=0, description="first retry delay, seconds (doubling, "
+                              "with full jitter)")
+    retry_cap: float = Field(600.0, gt=0, description="longest retry delay, seconds")
+    retry_max_attempts: int = Field(8, ge=1, description="attempts per file before it fails")
+    lease_seconds: float = Field(60.0, gt=0, description="how long a worker's claim on work "
+                                 "holds without renewal, seconds")
+    heartbeat_seconds: float = Field(15.0, gt=0, description="seconds between a worker's "
+                                     "heartbeats (which renew its leases)")
+    shutdown_grace_seconds: float = Field(30.0, ge=0, description="on SIGTERM, seconds "
+                                          "in-flight work gets before it is checkpointed")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="log level; HTTP access lines are logged at DEBUG only")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as readable text, or one JSON object per line (time, "
+        "level, logger, message, job, export, file, worker)")
+    metrics_public: bool = Field(
+        False, description="serve /metrics without the token (health and ready never need it)")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="also serve /metrics, /api/v1/health and "
+        "/api/v1/ready of this process on this port (for --workers-only processes, which "
+        "have no API); metrics of the jobs come from the API's /metrics")
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (keyword arguments) > environment > configuration file > defaults."""
+        return init_settings, env_settings, _FileSource(settings_cls)
 
     @field_validator("jsoc_url")
     @classmethod
@@ -173,7 +237,7 @@ class Settings(BaseSettings):
         return self.host_connection_limits.get(host, self.global_download_limit)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, path: Path | None = None) -> str:
     lines = []
     for err in exc.errors(include_url=False):
         name = ".".join(str(p) for p in err["loc"])
@@ -182,7 +246,8 @@ def _describe(exc: ValidationError) -> str:
             msg = f"unknown setting; known settings: {', '.join(Settings.model_fields)}"
         elif err["type"] == "literal_error":
             msg = f"must be one of {err['ctx']['expected']}"
-        env = f" (env JSOC_BULK_{name.upper()})" if err["loc"] else ""
+        env = f" (env JSOC_BULK_{name.upper()}" + (f" or {path}" if path else "") + ")" \
+            if err["loc"] else ""
         shown = "" if name == "token" else f"; got {err.get('input')!r}"
         if err["type"] == "value_error":
             shown = ""
@@ -190,13 +255,29 @@ def _describe(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(lines)
 
 
-def load_settings(**flags: Any) -> Settings:
-    """Settings from flags (``None`` = not given), the environment and defaults.
+def default_text(name: str) -> str:
+    """A setting's default as --help and the configuration file's comments show it."""
+    if name in DERIVED_DEFAULTS:
+        return DERIVED_DEFAULTS[name]
+    default = Settings.model_fields[name].get_default(call_default_factory=True)
+    return "none" if default is None else str(default).lower() if isinstance(
+        default, bool) else str(default)
+
+
+def load_settings(config: str | Path | None = None, **flags: Any) -> Settings:
+    """Settings from flags (``None`` = not given), the environment, the configuration file
+    (``config``, else ``$JSOC_BULK_CONFIG``) and defaults.
 
     Raises SettingsError with a clear message instead of a pydantic traceback.
     """
+    from service.config_file import config_path, read_config
+
+    path = config_path(config)
     given = {name: value for name, value in flags.items() if value is not None}
+    token = _FILE_VALUES.set(read_config(path) if path else {})
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError(_describe(exc, path)) from None
+    finally:
+        _FILE_VALUES.reset(token)

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from service.db.repo import Repo
+from service.ops import metrics
+from service.ops.logs import bind
 from service.settings import Settings
 from service.stages import download_tick, plan_tick, poll_tick, submit_tick
 from service.stages.context import StageContext, open_context
@@ -78,6 +80,7 @@ class Worker:
         """Work until ``stop`` is set, then drain and release leases."""
         assert self.settings.download_dir is not None
         self.settings.download_dir.mkdir(parents=True, exist_ok=True)
+        bind(worker=self.worker_id)
         async with open_context(self.settings, self.repo, stop, self.worker_id) as ctx:
             self.ctx = ctx
             log.info("worker %s started (download dir %s)", self.worker_id,
@@ -157,9 +160,12 @@ class Worker:
             self._heartbeat_failures += 1
             _log_failure(f"heartbeat of worker {self.worker_id} failed", exc,
                          self._heartbeat_failures)
+            metrics.HEARTBEAT_FAILURES.labels(self.worker_id).inc()
             return
         self._heartbeat_failures = 0
         ctx.renewed_at = started
+        metrics.HEARTBEATS.labels(self.worker_id).inc()
+        metrics.LAST_HEARTBEAT.labels(self.worker_id).set_to_current_time()
 
     async def _reap(self, ctx: StageContext) -> None:
         """Release at once the work of workers known to be dead (a previous life of this

@@ -26,6 +26,7 @@ import yaml
 from jsocsim.__main__ import build_parser as jsocsim_parser
 from service.cli import build_parser as cli_parser
 from service.cli import settings_from_args
+from service.config_file import CONFIG_ENV
 from service.db import migrate
 from service.settings import Settings
 from tests.e2e.procs import Proc, free_port, http_json, wait_for
@@ -113,8 +114,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 
 def settings_env(env: dict[str, str]) -> list[str]:
-    """JSOC_BULK_* names that are not Settings fields."""
-    return [k for k in env if k.startswith("JSOC_BULK_")
+    """JSOC_BULK_* names that are not Settings fields (nor the configuration file's)."""
+    return [k for k in env if k.startswith("JSOC_BULK_") and k != CONFIG_ENV
             and k.removeprefix("JSOC_BULK_").lower() not in Settings.model_fields]
 
 
@@ -231,6 +232,7 @@ def test_compose_commands_and_environment_are_accepted(monkeypatch: pytest.Monke
         assert args.command == "serve", name
         for key in [k for k in os.environ if k.startswith("JSOC_BULK_")]:
             monkeypatch.delenv(key)
+        env[CONFIG_ENV] = on_host(env[CONFIG_ENV], svc, Path("/nonexistent"))
         for key, value in {**dockerfile_env(), **env}.items():
             monkeypatch.setenv(key, value)
         settings = settings_from_args(args)  # exactly what the CLI validates at start-up
@@ -245,6 +247,9 @@ def test_compose_commands_and_environment_are_accepted(monkeypatch: pytest.Monke
             assert str(settings.port) in healthcheck and "JSOC_BULK_TOKEN" in healthcheck
         if name == "worker":
             assert args.workers_only and not args.db_upgrade
+            # a worker has no API: its healthcheck asks the listener of metrics_port
+            assert settings.metrics_port is not None
+            assert "JSOC_BULK_METRICS_PORT" in " ".join(svc["healthcheck"]["test"])
     emulator = doc["services"]["emulator"]
     assert emulator["entrypoint"] == EMULATOR_ENTRYPOINT
     sim = parse(jsocsim_parser(), emulator["command"])
@@ -307,9 +312,12 @@ def localized(argv: list[str], port: int, svc: dict[str, Any], tmp: Path) -> lis
 
 
 def on_host(path: str, svc: dict[str, Any], tmp: Path) -> str:
-    """A container path under a named volume -> the same path under ``tmp/<volume>``."""
+    """A container path under a named volume -> the same path under ``tmp/<volume>``; a
+    bind-mounted file (``./deploy/…``) -> that file in this checkout."""
     for mount in svc["volumes"]:
         volume, target = mount.split(":")[:2]
+        if volume.startswith(".") and path == target:
+            return str(ROOT / volume)
         if path == target or path.startswith(target.rstrip("/") + "/"):
             return str(tmp / volume / path[len(target):].lstrip("/"))
     raise AssertionError(f"{path} is not on a volume of the service: {svc['volumes']}")
@@ -330,12 +338,12 @@ def healthy(proc: Proc, port: int, token: str) -> bool:
         return False
 
 
-def compose_healthcheck(test: list[str], port: int) -> int:
-    """Run the API's compose healthcheck command here; its exit code."""
+def compose_healthcheck(test: list[str], port: int, env: dict[str, str] | None = None) -> int:
+    """Run a compose healthcheck command here (the API's on ``port``); its exit code."""
     assert test[0] == "CMD"
     argv = [sys.executable if test[1] == "python" else test[1], *test[2:]]
-    return subprocess.run(argv, env={"JSOC_BULK_PORT": str(port), **ENV}, timeout=30,
-                          capture_output=True).returncode
+    return subprocess.run(argv, env={"JSOC_BULK_PORT": str(port), **ENV, **(env or {})},
+                          timeout=30, capture_output=True).returncode
 
 
 def stop_cleanly(proc: Proc) -> None:
@@ -388,13 +396,15 @@ def test_composed_services_run_a_job_offline_and_stop_cleanly(tmp_path: Path,
                "JSOC_BULK_DATABASE_URL": blank_postgres, "JSOC_BULK_JSOC_URL": jsoc,
                "JSOC_BULK_POLL_MIN": "0.2", "JSOC_BULK_HEARTBEAT_SECONDS": "0.5"}
         env["JSOC_BULK_DATA_DIR"] = on_host(env["JSOC_BULK_DATA_DIR"], api_svc, tmp_path)
+        env[CONFIG_ENV] = on_host(env[CONFIG_ENV], api_svc, tmp_path)
         api = run_image(localized(api_svc["command"], port, api_svc, tmp_path), env,
                         tmp_path / "api.log")
         procs.append(api)
         wait_for(lambda: healthy(api, port, token), 60, "the API's /health")
         assert compose_healthcheck(api_svc["healthcheck"]["test"], port) == 0
         worker_env = {**env, "JSOC_BULK_DATA_DIR": on_host(
-            str(worker_svc["environment"]["JSOC_BULK_DATA_DIR"]), worker_svc, tmp_path)}
+            str(worker_svc["environment"]["JSOC_BULK_DATA_DIR"]), worker_svc, tmp_path),
+            "JSOC_BULK_METRICS_PORT": str(free_port())}  # compose's port, free here
         worker = run_image(localized(worker_svc["command"], port, worker_svc, tmp_path),
                            worker_env, tmp_path / "worker.log")
         procs.append(worker)
@@ -410,6 +420,7 @@ def test_composed_services_run_a_job_offline_and_stop_cleanly(tmp_path: Path,
         assert len(fits) == 2, fits  # in the volume the API and the worker share
         listed = http_json(api_url + "/workers", token=token)["items"]
         assert [(w["pid"], w["alive"]) for w in listed] == [(worker.popen.pid, True)]  # type: ignore[union-attr]
+        assert compose_healthcheck(worker_svc["healthcheck"]["test"], port, worker_env) == 0
         stop_cleanly(worker)
         assert http_json(api_url + "/workers", token=token)["items"][0]["stopped_at"]
         stop_cleanly(api)

@@ -23,6 +23,7 @@ from service.api.handlers import (
 )
 from service.api.intake import SeriesLookup
 from service.api.openapi import build_openapi
+from service.api.ops import OPS_ENDPOINTS, add_ops_routes, public_paths
 from service.api.overview import OVERVIEW_ENDPOINTS
 from service.api.problems import problem_middleware
 from service.db.repo import Repo
@@ -64,7 +65,9 @@ def create_app(settings: Settings, repo: Repo, *,
     middlewares = [problem_middleware]
     token = settings.token_value
     if token:
-        middlewares.append(make_auth_middleware(token, public=is_public))
+        paths = public_paths(settings.metrics_public)
+        middlewares.append(make_auth_middleware(
+            token, public=lambda request: is_public(request) or request.path in paths))
     middlewares.append(input_text_middleware)
     middlewares.append(repo_errors_middleware)
     middlewares.append(make_admission_middleware())
@@ -72,13 +75,14 @@ def create_app(settings: Settings, repo: Repo, *,
     lookup = series_lookup or _jsoc_lookup(app, settings)
     context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,
                          version=package_version())
-    endpoints = [*ENDPOINTS, *OVERVIEW_ENDPOINTS]
+    endpoints = [*ENDPOINTS, *OVERVIEW_ENDPOINTS, *OPS_ENDPOINTS]
     context.openapi = build_openapi(endpoints, API_PREFIX, auth=bool(token),
                                     version=context.version)
     app[CONTEXT] = context
-    for ep in endpoints:
+    for ep in (*ENDPOINTS, *OVERVIEW_ENDPOINTS):  # add_ops_routes adds OPS_ENDPOINTS
         app.router.add_route(ep.method, API_PREFIX + ep.path, ep.handler, name=ep.operation_id)
     add_dashboard(app)
+    add_ops_routes(app)
     return app
 
 

@@ -22,7 +22,6 @@ from service.api.schemas import (
     DeleteResult,
     FileListQuery,
     FilePage,
-    Health,
     JobDetail,
     JobListQuery,
     JobOut,
@@ -205,18 +204,6 @@ async def list_workers(request: web.Request) -> web.Response:
     return json_response(WorkerList(items=[worker_out(w, now, stale_after) for w in workers]))
 
 
-async def health(request: web.Request) -> web.Response:
-    """GET /health: the API answers and the database is reachable."""
-    c = ctx(request)
-    try:
-        await c.repo.list_jobs(limit=1)
-    except Exception as exc:
-        raise ApiProblem(503, "database-unavailable", "Database unavailable",
-                         f"the database is not reachable: {type(exc).__name__}") from None
-    return json_response(Health(status="ok", database="ok", version=c.version,
-                                auth=bool(c.settings.token_value)))
-
-
 async def openapi_json(request: web.Request) -> web.Response:
     """GET /openapi.json: this API's OpenAPI document."""
     return json_response(ctx(request).openapi)
@@ -245,8 +232,6 @@ ENDPOINTS: list[Endpoint] = [
              response=DeleteResult, query=DeleteQuery, errors=(400, 404, 409)),
     Endpoint("GET", "/workers", list_workers, "listWorkers", "List workers",
              response=WorkerList),
-    Endpoint("GET", "/health", health, "health", "Health check", response=Health,
-             errors=(503,)),
     Endpoint("GET", "/openapi.json", openapi_json, "openapi", "This OpenAPI document",
              response=OpenApiDocument),
 ]

@@ -38,6 +38,7 @@ class Endpoint:
     headers: Sequence[HeaderParam] = ()
     errors: Sequence[int] = ()
     extra_ok: dict[int, str] = field(default_factory=dict)  # other success codes, same body
+    public: bool = False  # answered without the token (health and readiness probes)
 
 
 def _collect_schemas(endpoints: Sequence[Endpoint]) -> tuple[dict[Any, Any], dict[str, Any]]:
@@ -102,7 +103,7 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], auth: bool) -> dict[str, Any]
     for status, description in ep.extra_ok.items():
         responses[str(status)] = {**ok, "description": description}
     # every route reads the database (503 while it is down); parameters may carry bad text
-    error_codes = set(ep.errors) | ({401} if auth else set()) | {500, 503}
+    error_codes = set(ep.errors) | ({401} if auth and not ep.public else set()) | {500, 503}
     if params:
         error_codes |= {400}
     if ep.body is not None:
@@ -113,6 +114,8 @@ def _operation(ep: Endpoint, refs: dict[Any, Any], auth: bool) -> dict[str, Any]
                           "responses": responses}
     if params:
         op["parameters"] = params
+    if auth and ep.public:
+        op["security"] = []  # no token needed
     if ep.body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": refs[(ep.body, "validation")]}}}

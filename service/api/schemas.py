@@ -167,13 +167,6 @@ class WorkerList(BaseModel):
     items: list[WorkerOut]
 
 
-class Health(BaseModel):
-    status: Literal["ok"]
-    database: Literal["ok"]
-    version: str
-    auth: bool = Field(description="Whether requests need a bearer token")
-
-
 class OpenApiDocument(BaseModel):
     """The OpenAPI 3.1 document of this API."""
 

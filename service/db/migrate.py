@@ -15,6 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 import service
 from service.db.engine import make_engine, parse_database_url
@@ -74,6 +75,12 @@ async def current_revision_async(url: str) -> str | None:
             return await connection.run_sync(_current_on)
     finally:
         await engine.dispose()
+
+
+async def revision_on_engine(engine: AsyncEngine) -> str | None:
+    """The revision of the database behind an open engine (no new engine, for health checks)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current_on)
 
 
 async def is_up_to_date_async(url: str) -> bool:

@@ -13,6 +13,7 @@ The methods are grouped in mixins by concern (one module each):
 * ``repo_tars``     the same, extended with the outcomes of url-tar tar rows; tar_members
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
 * ``repo_overview`` read-only dashboard views: a job's exports, politeness figures
+* ``repo_metrics``  metrics_snapshot (the job-level figures of /metrics)
 
 Conventions: each call is one short transaction (never network I/O inside); invalid user state
 changes raise ``InvalidTransition``; unknown jobs raise ``NotFound``; a worker whose lease was
@@ -36,6 +37,7 @@ from service.db.repo_base import (
 )
 from service.db.repo_exports import ExportsMixin
 from service.db.repo_jobs import JobsMixin
+from service.db.repo_metrics import MetricsMixin
 from service.db.repo_outcomes import OutcomesMixin
 from service.db.repo_overview import OverviewMixin
 from service.db.repo_plan import PlanMixin
@@ -44,7 +46,7 @@ from service.db.repo_workers import WorkersMixin
 
 
 class Repo(OverviewMixin, JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin,
-           WorkersMixin):
+           WorkersMixin, MetricsMixin):
     """The service's database API (see the module docstring)."""
 
 

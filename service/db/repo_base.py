@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.db.engine import make_engine, session_factory
 from service.db.models import CHUNK_OPEN, Chunk, Export, HostSlot, Job, JobEvent, utcnow
+from service.ops import metrics
 
 T = TypeVar("T")
 MAX_TX_ATTEMPTS = 6
@@ -143,6 +145,13 @@ def guarded(model: Any) -> Update:
     return update(model).execution_options(synchronize_session=False)
 
 
+def _operation(fn: Callable[..., Any]) -> str:
+    """The repository method a transaction function belongs to (``list_jobs`` for
+    ``JobsMixin.list_jobs.<locals>.tx``): the metric label of its latency."""
+    parts = fn.__qualname__.split(".")
+    return parts[1] if len(parts) > 2 and parts[2] == "<locals>" else parts[-1]
+
+
 def _is_retryable(exc: DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return code in RETRYABLE_SQLSTATES or "database is locked" in str(exc.orig)
@@ -214,6 +223,14 @@ class RepoBase:
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any,
                    read_only: bool = False) -> T:
         """Run ``fn(session, *args)`` in one transaction, retrying lost deadlocks."""
+        started = time.monotonic()
+        try:
+            return await self._attempts(fn, args, read_only)
+        finally:
+            metrics.DB_TX_SECONDS.labels(_operation(fn)).observe(time.monotonic() - started)
+
+    async def _attempts(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                        read_only: bool) -> T:
         options = {"sqlite_begin": "DEFERRED"} if read_only and self.dialect == "sqlite" else {}
         lock = None if read_only else self._write_lock
         for attempt in range(MAX_TX_ATTEMPTS):

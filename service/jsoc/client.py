@@ -32,6 +32,7 @@ from service.jsoc.replies import (
     export_reply,
 )
 from service.jsoc.status import (
+    JsocError,
     JsocHttpError,
     JsocMalformedReply,
     JsocPermanentError,
@@ -40,6 +41,7 @@ from service.jsoc.status import (
     classify_status,
     error_for_status,
 )
+from service.ops import jsoc_state, metrics
 from service.safetext import clean_text
 
 __all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "member_url", "user_agent"]
@@ -49,6 +51,7 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=3
                                         sock_read=120.0)
 PENDING_OR_DONE = frozenset({0, 1, 2, 12})
 ROUND_TRIP_SAMPLES = 20
+PING_FILTER = "^jsoc_bulk_reachability_check$"
 _SERIES_CACHE: dict[str, dict[str, SeriesMeta]] = {}  # server base URL -> series -> metadata
 
 
@@ -278,31 +281,52 @@ class JsocClient:
     # -- transport -------------------------------------------------------------------------
 
     async def _get_json(self, cgi: str, params: dict[str, Any]) -> dict[str, Any]:
-        """GET a CGI and parse its JSON body (latin-1, as drms does)."""
+        """GET a CGI and parse its JSON body (latin-1, as drms does). Every call is timed and
+        tells the process whether JSOC is reachable (service.ops)."""
+        started = time.monotonic()
+        try:
+            payload = await self._fetch_json(cgi, params, started)
+        except JsocError as exc:
+            kind = getattr(exc, "metric_kind", "error")
+            metrics.JSOC_ERRORS.labels(cgi, kind).inc()
+            if kind != "http_4xx":
+                jsoc_state.record_unreachable(str(self.base_url), str(exc))
+            raise
+        finally:
+            metrics.JSOC_LATENCY.labels(cgi, str(params.get("op", ""))).observe(
+                time.monotonic() - started)
+        jsoc_state.record_ok(str(self.base_url))
+        return payload
+
+    async def _fetch_json(self, cgi: str, params: dict[str, Any],
+                          started: float) -> dict[str, Any]:
         url = self.base_url.join(URL(CGI_PATH + cgi)).with_query(
             {k: str(v) for k, v in params.items() if v is not None})
         try:
-            started = time.monotonic()
             async with self.session.get(url) as resp:
                 self._round_trips.append(time.monotonic() - started)
                 body = await resp.read()
                 if resp.status != 200:
-                    raise JsocHttpError(
+                    raise _tagged(JsocHttpError(
                         f"HTTP {resp.status} from {cgi}: {body[:200].decode('latin-1').strip()}",
-                        http_status=resp.status, retry_after=retry_after_seconds(resp.headers))
+                        http_status=resp.status, retry_after=retry_after_seconds(resp.headers)),
+                        "http_4xx" if resp.status < 500 else f"http_{resp.status}")
         except TimeoutError as exc:
-            raise JsocTransientError(f"timeout talking to {cgi} at {self.base_url}") from exc
+            raise _tagged(JsocTransientError(f"timeout talking to {cgi} at {self.base_url}"),
+                          "timeout") from exc
         except aiohttp.ClientError as exc:
-            raise JsocTransientError(f"connection error talking to {cgi}: {exc}") from exc
+            raise _tagged(JsocTransientError(f"connection error talking to {cgi}: {exc}"),
+                          "connection") from exc
         try:
             payload = json.loads(body.decode("latin-1"))
         except (ValueError, RecursionError) as exc:
-            raise JsocMalformedReply(
+            raise _tagged(JsocMalformedReply(
                 f"JSOC sent a malformed {cgi} reply: not JSON, or nested too deeply: "
-                f"{body[:80].decode('latin-1')!r}") from exc
+                f"{body[:80].decode('latin-1')!r}"), "bad_reply") from exc
         if not isinstance(payload, dict):
-            raise JsocMalformedReply(f"JSOC sent a malformed {cgi} reply: JSON that is not an "
-                                     f"object: {payload!r:.80}")
+            raise _tagged(JsocMalformedReply(
+                f"JSOC sent a malformed {cgi} reply: JSON that is not an object: {payload!r:.80}"),
+                "bad_reply")
         return payload
 
     async def _jsoc_info(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -310,6 +334,7 @@ class JsocClient:
         status = checked(InfoStatusModel, payload, f"jsoc_info {params.get('op')}").status
         if status != 0:
             error = payload.get("error") or payload.get("errmsg") or "jsoc_info failed"
+            metrics.JSOC_ERRORS.labels("jsoc_info", f"status_{status}").inc()
             raise JsocPermanentError(f"{clean_text(str(error))} [status={status}]",
                                      status=status)
         return payload
@@ -352,6 +377,11 @@ class JsocClient:
         checked(RsListModel, payload, "rs_list")
         return payload
 
+    async def ping(self) -> None:
+        """The cheapest question JSOC answers (show_series of a name that matches nothing):
+        raises JsocError when JSOC cannot be reached."""
+        await self._get_json("show_series", {"filter": PING_FILTER})
+
     async def check_address(self, email: str) -> int:
         """checkAddress status (2 = registered). The address is double-encoded, as drms does."""
         payload = await self._get_json(
@@ -377,7 +407,9 @@ class JsocClient:
         if process is not None:
             params["process=n"] = process
         payload = await self._get_json("jsoc_fetch", params)
-        return self._checked(ExportReply.from_json(payload, "exp_request"))
+        reply = ExportReply.from_json(payload, "exp_request")
+        metrics.EXPORT_REPLIES.labels("exp_request", str(reply.status)).inc()
+        return self._checked(reply)
 
     async def exp_status(self, request_id: str, *, check: bool = True) -> ExportReply:
         """Poll an export. With check=True, statuses other than 0/1/2/12 raise."""
@@ -386,6 +418,7 @@ class JsocClient:
         payload = await self._get_json(
             "jsoc_fetch", {"op": "exp_status", "requestid": request_id, "format": "json"})
         reply = ExportReply.from_json(payload, "exp_status")
+        metrics.EXPORT_REPLIES.labels("exp_status", str(reply.status)).inc()
         if reply.request_id is None:
             reply.request_id = request_id
         return self._checked(reply) if check else reply
@@ -401,6 +434,12 @@ class JsocClient:
             return reply
         raise error_for_status(reply.status, reply.error, request_id=reply.request_id,
                                reply=reply, size_mb=reply.size_mb, count=reply.count)
+
+
+def _tagged(exc: JsocError, kind: str) -> JsocError:
+    """Label an error with its metric kind (timeout, connection, http_<code>, bad_reply)."""
+    exc.metric_kind = kind  # type: ignore[attr-defined]
+    return exc
 
 
 def _as_int(value: Any, default: int) -> int:

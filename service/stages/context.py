@@ -23,6 +23,8 @@ from service.db.repo import Repo
 from service.db.repo_workers import HeldFiles
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
+from service.ops import metrics
+from service.ops.logs import context_with
 from service.settings import Settings
 from service.stages.diskspace import DiskWatch
 from service.stages.recorder import OutcomeRecorder
@@ -188,10 +190,11 @@ class StageContext:
     # -- tasks -------------------------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str,
-              wake: tuple[str, ...] = ()) -> asyncio.Task[Any]:
+              wake: tuple[str, ...] = (), about: dict[str, Any] | None = None
+              ) -> asyncio.Task[Any]:
         """Run in-flight work as a task the worker drains on shutdown; when it ends, wake the
-        ``wake`` stages."""
-        task = asyncio.create_task(coro, name=name)
+        ``wake`` stages. ``about``: the job/export/file its log lines name."""
+        task = asyncio.create_task(coro, name=name, context=context_with(**(about or {})))
         self.tasks.add(task)
         task.add_done_callback(lambda t: self._task_done(t, wake))
         return task
@@ -264,8 +267,11 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
                            recorder=recorder)
         recorder.on_settled = lambda: ctx.wakers.poke_at_most_every(  # chunks may have closed
             "plan", PLAN_WAKE_SECONDS)
+        metrics.PROCESS.breaker_sources.append(ctx.breakers.states)
         yield ctx
     finally:
+        with suppress(NameError, ValueError):
+            metrics.PROCESS.breaker_sources.remove(ctx.breakers.states)
         await recorder.close()
         await jsoc.close()
         await session.close()

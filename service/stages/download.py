@@ -38,6 +38,7 @@ from service.download.fetch import (
 from service.download.paths import UnsafePathError, part_path, safe_join
 from service.download.verify import VerificationError
 from service.jsoc.status import JsocError
+from service.ops.logs import log_context
 from service.stages.context import StageContext
 from service.stages.tar_transfer import TarTransfer
 from service.stages.transfer import (
@@ -89,6 +90,7 @@ def _room_for_lane(ctx: StageContext, host: str) -> bool:
 async def download_file(ctx: StageContext, claim: FileClaim) -> None:
     """Fetch (or link) one claimed file and commit its outcome before returning."""
     lane = Lane(ctx, claim.host)
+    ctx.recorder.track([claim])
     await lane.process(claim)
     await lane.settle()
 
@@ -119,6 +121,7 @@ class Lane:
         finally:
             ctx.claims_in_flight -= 1
         ctx.recorder.lost.difference_update(c.file_id for c in batch)  # leased anew
+        ctx.recorder.track(batch)
         return batch
 
     def start(self, batch: list[FileClaim]) -> None:
@@ -171,6 +174,10 @@ class Lane:
 
     async def process(self, claim: FileClaim) -> None:
         """Fetch, link or adopt one claimed file; its outcome goes to the recorder."""
+        with log_context(job=claim.job_id, export=claim.export_id, file=claim.file_id):
+            await self._process(claim)
+
+    async def _process(self, claim: FileClaim) -> None:
         ctx = self.ctx
         if is_tar_key(claim.file_key):  # a url-tar export's tar: unpacked into its members
             claimed_at = self.claimed_at.pop(claim.file_id, 0.0)

@@ -21,6 +21,8 @@ from service.db.repo import InvalidTransition, LeaseLost, NotFound, PlanClaim
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind
+from service.ops import metrics
+from service.ops.logs import log_context
 from service.planner import (
     ChunkPlan,
     ChunkSplitError,
@@ -207,6 +209,11 @@ async def _recheck_held(ctx: StageContext) -> bool:
 
 
 async def _handle(ctx: StageContext, claim: PlanClaim) -> None:
+    with log_context(job=claim.job_id):
+        await _plan(ctx, claim)
+
+
+async def _plan(ctx: StageContext, claim: PlanClaim) -> None:
     ctx.holding["planning"].add(claim.job_id)
     try:
         delay = await plan_job(ctx, claim)
@@ -216,6 +223,7 @@ async def _handle(ctx: StageContext, claim: PlanClaim) -> None:
     except JsocError as exc:
         if exc.kind is StatusKind.TRANSIENT:
             ctx.jsoc_breaker.record_failure()
+            metrics.RETRIES.labels("plan").inc()
             delay = ctx.retry_delay(1, getattr(exc, "retry_after", None))
             log.warning("planning job %s waits: %s", claim.job_id, exc)
             await note_malformed(ctx, claim.job_id, exc, "planning")

@@ -20,6 +20,7 @@ from service.jsoc.client import ExportItem, ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.replies import file_name_problem
 from service.jsoc.status import JsocError, StatusKind, error_for_status
+from service.ops import metrics
 from service.safetext import clean_text
 from service.stages.context import StageContext
 from service.stages.placement import (
@@ -124,6 +125,7 @@ async def poll_tick(ctx: StageContext) -> bool:
     for claim in claims:
         ctx.holding["polling"].add(claim.export_id)
         ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}",
+                  about={"job": claim.job_id, "export": claim.export_id},
                   wake=("poll",))  # its next poll is scheduled when it ends
     if not claims:
         await _wake_when_due(ctx)
@@ -153,6 +155,7 @@ async def poll_export(ctx: StageContext, claim: PollClaim) -> None:
         except JsocError as exc:
             ctx.jsoc_breaker.record_failure()
             await note_malformed(ctx, claim.job_id, exc, f"exp_status {claim.request_id}")
+            metrics.RETRIES.labels("poll").inc()
             await ctx.repo.record_poll(claim.export_id, status=-1, lease_token=claim.lease_token,
                                        wait=ctx.poll_delay(None, claim.polls + 1),
                                        error=f"exp_status failed: {exc}")

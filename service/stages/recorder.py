@@ -23,17 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from service.db.repo import Repo
+from service.db.repo import FileClaim, Repo
 from service.db.repo_files import FileOutcome
 from service.download.paths import sync_filesystems
+from service.ops import metrics
 
 log = logging.getLogger(__name__)
 
+MAX_TRACKED = 200_000
 RETRY_MAX_SECONDS = 5.0
 CLOSE_SECONDS = 15.0  # how long a stopping worker keeps trying to record what is left
 MAX_BACKLOG = 4096  # outcomes waiting for the database before lanes pause
@@ -57,6 +59,7 @@ class OutcomeRecorder:
         self.interval = interval
         self.on_settled: Callable[[], None] | None = None  # after done/fail outcomes commit
         self.lost: set[int] = set()  # files whose lease turned out to be gone
+        self.sources: dict[int, tuple[str, str]] = {}  # leased file id -> (job, host), metrics
         self._entries: list[_Entry] = []
         self._progress: dict[int, int] = {}  # file id -> index of its queued progress entry
         self._kick = asyncio.Event()
@@ -97,6 +100,12 @@ class OutcomeRecorder:
         if len(self._entries) >= self.max_batch:
             self._kick.set()
         return future
+
+    def track(self, claims: Iterable[FileClaim]) -> None:
+        """Remember the job and host of leased files (metric labels of their outcomes)."""
+        if len(self.sources) > MAX_TRACKED:  # ids whose outcome never came (lease lost)
+            self.sources.clear()
+        self.sources.update((c.file_id, (c.job_id, c.host)) for c in claims)
 
     def _supersede(self, index: int, final: FileOutcome) -> None:
         """A small file finished before its progress was written: the final outcome carries
@@ -214,8 +223,31 @@ class OutcomeRecorder:
             final = final or entry.outcome.settles
             if not entry.future.done():
                 entry.future.set_result(ok)
+        self._count(entries, results)
         if final and self.on_settled is not None:
             self.on_settled()
+
+    def _count(self, entries: list[_Entry], results: list[bool]) -> None:
+        """Metrics of one group commit: files and bytes done by job and host, retries and
+        failures (summed per commit, never per byte)."""
+        done, retries = [], 0
+        for entry, ok in zip(entries, results, strict=True):
+            o = entry.outcome
+            job, host = self.sources.get(o.file_id, ("", ""))
+            if ok and o.kind == "done":
+                done.append((job, host, o.size or 0))
+            elif ok and o.kind == "retry":
+                retries += 1
+            elif ok and o.kind == "fail":
+                metrics.FILE_FAILURES.labels(host).inc()
+            if ok and o.members:  # url-tar members placed from the tar of this job
+                done += [(job, host, m.size) for m in o.members]
+            if o.kind not in COALESCED:
+                self.sources.pop(o.file_id, None)
+        if done:
+            metrics.record_downloads(done)
+        if retries:
+            metrics.RETRIES.labels("download").inc(retries)
 
 
 def _mergeable(old: FileOutcome, new: FileOutcome) -> bool:

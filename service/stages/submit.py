@@ -23,6 +23,7 @@ from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
+from service.ops import metrics
 from service.stages.context import StageContext
 from service.stages.method_choice import chunk_method
 from service.stages.placement import PlacementError
@@ -50,6 +51,7 @@ async def submit_tick(ctx: StageContext) -> bool:
         did = True
         ctx.holding["submitting"].add(claim.chunk_id)
         ctx.spawn(Submission(ctx, claim).run(), name=f"submit-{claim.chunk_id}",
+                  about={"job": claim.job_id, "export": claim.export_id},
                   wake=("submit",))
     return did
 
@@ -168,6 +170,7 @@ class Submission:
 
     async def _backoff(self, exc: JsocError) -> None:
         self.ctx.jsoc_breaker.record_failure()
+        metrics.RETRIES.labels("submit").inc()
         log.warning("chunk %s: JSOC unavailable (%s); retrying", self.claim.chunk_id, exc)
         await self.ctx.sleep(self.ctx.retry_delay(self.attempt, getattr(exc, "retry_after",
                                                                         None)))

@@ -26,6 +26,7 @@ from service.db.tar_rows import MemberDone, TarMember
 from service.download.fetch import FetchError, FetchLocalError, FetchPermanentError
 from service.download.paths import UnsafePathError, safe_join
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
+from service.ops import metrics
 from service.stages.context import StageContext
 from service.stages.transfer import LeaseGone, ensure_lease, one_line, record, retry_outcome
 
@@ -140,6 +141,8 @@ class TarTransfer:
         """A fresh (200) response: the tar is read from its start, with this validator."""
         if self.claim.file_id in self.ctx.recorder.lost:
             raise LeaseGone
+        if self.offset > 0:  # the tar is read again from its start
+            metrics.BYTES_REFETCHED.labels(self.claim.host).inc(self.offset)
         is_etag = value is not None and value.startswith(('"', "W/"))
         self.committed = 0
         self._progress(FileOutcome(

@@ -33,6 +33,7 @@ from service.download.paths import (
     safe_join,
 )
 from service.download.verify import VerificationError, is_fits_name, sha256_file, verify_file
+from service.ops import metrics
 from service.stages.context import StageContext
 from service.stages.diskspace import is_disk_full
 
@@ -136,6 +137,8 @@ class Progress:
     async def validator(self, value: str | None) -> None:
         """A fresh (200) response: its ETag / Last-Modified, for resuming later."""
         self._check()
+        if self.bytes_done > 0:  # what was downloaded before is fetched again
+            metrics.BYTES_REFETCHED.labels(self.claim.host).inc(self.bytes_done)
         self.bytes_done = 0
         is_etag = value is not None and value.startswith(('"', "W/"))
         record(self.ctx, FileOutcome(

@@ -194,7 +194,8 @@ class Daemon:
         if not self.proc.alive():
             raise RuntimeError(f"daemon exited early:\n{self.proc.log()}")
         try:
-            return http_json(self.api + "/health").get("status") == "ok"
+            # liveness: "degraded" (JSOC unreachable, e.g. during an injected outage) is up too
+            return http_json(self.api + "/health").get("status") in ("ok", "degraded")
         except (urllib.error.URLError, ConnectionError):
             return False
 

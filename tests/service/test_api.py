@@ -213,8 +213,11 @@ async def test_token_required_when_configured(db_url: str, tmp_path: Path,
     token = "s3cret-token-value"
     caplog.set_level(logging.DEBUG)
     async with served_api(db_url, tmp_path, token=token) as api:
-        missing = await api.call("GET", "health")
+        missing = await api.call("GET", "jobs")
         assert_problem(missing, 401, "Authorization: Bearer")
+        # probes cannot send a token: liveness and readiness answer without it
+        assert (await api.call("GET", "health")).body["auth"] is True
+        assert (await api.call("GET", "ready")).status == 200
         assert missing.headers["WWW-Authenticate"].startswith("Bearer")
         assert_problem(await api.call("GET", "jobs", headers={"Authorization": "Bearer nope"}),
                        401, "not valid")

@@ -10,9 +10,11 @@ import json
 import os
 import shutil
 import sys
+import typing
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from rich.console import Console
@@ -63,15 +65,20 @@ def test_settings_precedence_flag_over_env_over_default(monkeypatch: pytest.Monk
 def test_every_setting_and_spec_field_has_a_flag() -> None:
     assert set(SPEC_FLAGS) == set(JobSpec.model_fields)
     args = parse("serve", *[arg for name in Settings.model_fields
-                            for arg in (f"--{name.replace('_', '-')}", _sample(name))])
+                            for arg in (f"--{name.replace('_', '-')}", _sample(name))
+                            if arg is not None])
     assert set(Settings.model_fields) <= set(vars(args))
 
 
-def _sample(name: str) -> str:
-    annotation = str(Settings.model_fields[name].annotation)
-    if "dict" in annotation:
+def _sample(name: str) -> str | None:
+    """A value for the setting's flag (None: a switch takes none)."""
+    annotation = Settings.model_fields[name].annotation
+    if annotation is bool:
+        return None
+    if "dict" in str(annotation):
         return '{"example.org": 2}'
-    return "INFO" if name == "log_level" else "1"
+    choices = typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
+    return str(choices[-1]) if choices else "1"
 
 
 def test_spec_from_file_and_flags(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from service.api.app import create_app
 from service.api.handlers import API_PREFIX, CONTEXT, ENDPOINTS
 from service.api.openapi import REF_TEMPLATE
+from service.api.ops import METRICS_PATH, OPS_ENDPOINTS
 from service.api.overview import OVERVIEW_ENDPOINTS, ExportListQuery
 from service.api.schemas import DeleteQuery, FileListQuery, JobListQuery
 from service.jobspec import JobSpec
@@ -59,9 +60,10 @@ def test_every_route_is_documented_and_every_documented_route_exists(
         app: web.Application, spec: dict[str, Any]) -> None:
     every_route = app_routes(app)
     routes = {(method, path) for method, path in every_route if path.startswith(API_PREFIX)}
-    assert every_route - routes == PAGE_ROUTES  # the dashboard's page and assets, not API
+    # the dashboard's page and assets, and Prometheus text (documented in the README)
+    assert every_route - routes == PAGE_ROUTES | {("get", METRICS_PATH)}
     assert routes == spec_routes(spec)
-    assert len(routes) == len(ENDPOINTS) + len(OVERVIEW_ENDPOINTS)
+    assert len(routes) == len(ENDPOINTS) + len(OVERVIEW_ENDPOINTS) + len(OPS_ENDPOINTS)
     for path, ops in spec["paths"].items():
         names = {part[1:-1] for part in path.split("/") if part.startswith("{")}
         for op in ops.values():

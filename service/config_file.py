@@ -1,0 +1,140 @@
+"""The configuration file (``--config FILE`` or ``$JSOC_BULK_CONFIG``): TOML holding any
+setting by its name (``max_chunk_records = 1000``; dashes allowed). Precedence: flag >
+environment > file > default. ``jsoc-bulk config show`` prints each setting, its value
+(secrets redacted) and where it came from; ``jsoc-bulk config example`` prints a file
+documenting every setting, from the descriptions of the Settings model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from service.settings import DERIVED_DEFAULTS, Settings, SettingsError, default_text
+
+CONFIG_ENV = "JSOC_BULK_CONFIG"
+ENV_PREFIX = "JSOC_BULK_"
+Source = Literal["flag", "env", "file", "default"]
+# example values of settings without a default worth showing
+EXAMPLES: dict[str, Any] = {
+    "email": "you@example.org", "data_dir": "/var/lib/jsoc-bulk", "download_dir": "/srv/sdo",
+    "database_url": "postgresql+asyncpg://jsoc:PASSWORD@dbhost:5432/jsoc",
+    "token": "a-long-random-string", "metrics_port": 9470,
+    "host_connection_limits": {"mirror.example.org": 4},
+}
+
+
+def config_path(flag: str | Path | None) -> Path | None:
+    """The configuration file: the flag, else $JSOC_BULK_CONFIG, else none."""
+    chosen = flag if flag not in (None, "") else os.environ.get(CONFIG_ENV) or None
+    return Path(chosen).expanduser() if chosen is not None else None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file; SettingsError naming the file and what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read the configuration file {path}: "
+                            f"{exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"the configuration file {path} is not valid TOML: {exc}") from None
+    values = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known settings: "
+                            f"{', '.join(Settings.model_fields)}")
+    return values
+
+
+def sources(flags: dict[str, Any], config: Path | None) -> dict[str, Source]:
+    """Where each setting's value came from (the same precedence as load_settings)."""
+    in_file = read_config(config) if config else {}
+    env = {key.upper() for key in os.environ}
+    found: dict[str, Source] = {}
+    for name in Settings.model_fields:
+        if flags.get(name) is not None:
+            found[name] = "flag"
+        elif f"{ENV_PREFIX}{name.upper()}" in env:
+            found[name] = "env"
+        elif name in in_file:
+            found[name] = "file"
+        else:
+            found[name] = "default"
+    return found
+
+
+def shown(name: str, value: Any) -> str:
+    """A setting's value for display: secrets redacted, passwords in URLs hidden."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, SecretStr):
+        return "***"
+    if name == "database_url":
+        try:
+            return make_url(str(value)).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "(not a database URL; not shown)"
+    if name == "jsoc_url":
+        return _hide_userinfo(str(value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _hide_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    _userinfo, at, host = rest.partition("@")
+    return f"{scheme}{sep}***@{host}" if at else url
+
+
+def show_rows(settings: Settings, flags: dict[str, Any],
+              config: Path | None) -> list[tuple[str, str, str]]:
+    """(setting, shown value, source) for every setting."""
+    where = sources(flags, config)
+    rows = []
+    for name in Settings.model_fields:
+        source = where[name]
+        label = f"file {config}" if source == "file" else source
+        if source == "default" and name in DERIVED_DEFAULTS:
+            label = "default (from data_dir)" if name != "data_dir" else "default"
+        rows.append((name, shown(name, getattr(settings, name)), label))
+    return rows
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {v}" for k, v in value.items()) + " }"
+    return json.dumps(str(value))
+
+
+def example_toml() -> str:
+    """A configuration file documenting every setting (all commented out: the defaults)."""
+    lines = ["# jsoc-bulk configuration (TOML). Precedence: flag > environment (JSOC_BULK_<NAME>)",
+             "# > this file > default. Uncomment and change what you need; "
+             "`jsoc-bulk config show`", "# prints the values in effect and where each came from.",
+             ""]
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        value = EXAMPLES.get(name, default)
+        if value is None or (name in DERIVED_DEFAULTS and name not in EXAMPLES):
+            value = EXAMPLES.get(name, DERIVED_DEFAULTS.get(name, ""))
+        lines += [f"# {text}" for text in textwrap.wrap(str(info.description), 96)]
+        lines += [f"# default: {default_text(name)}",
+                  f"# env {ENV_PREFIX}{name.upper()}, flag --{name.replace('_', '-')}",
+                  f"#{name} = {_toml_value(value)}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Operating the service: metrics, JSOC reachability, health, logs and the configuration file."""
