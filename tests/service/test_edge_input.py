@@ -138,12 +138,19 @@ async def test_database_down_is_503_on_every_endpoint(db_url: str, tmp_path: Pat
         async with running_api(settings, repo, port=0) as base, aiohttp.ClientSession() as http:
             for method, path in (("GET", "jobs"), ("GET", "jobs/abc"), ("GET", "jobs/abc/files"),
                                  ("POST", "jobs/abc/cancel"), ("DELETE", "jobs/abc"),
-                                 ("GET", "workers"), ("GET", "health")):
+                                 ("GET", "workers")):
                 async with http.request(method, f"{base}api/v1/{path}") as resp:
                     body = await resp.json(content_type=None)
                     assert resp.status == 503, (method, path, body)
                     assert resp.content_type == "application/problem+json"
                     assert "database" in body["detail"]
+            # liveness stays 200 (a restart cures no outage) but says so; readiness is 503
+            async with http.get(f"{base}api/v1/health") as resp:
+                body = await resp.json()
+                assert resp.status == 200 and body["status"] == "degraded", body
+            async with http.get(f"{base}api/v1/ready") as resp:
+                body = await resp.json(content_type=None)
+                assert resp.status == 503 and "database" in str(body).lower(), body
     finally:
         await repo.close()
 
