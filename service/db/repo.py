@@ -12,6 +12,7 @@ The methods are grouped in mixins by concern (one module each):
                     finish_file, fail_file, schedule_retry, release_file, stored files
 * ``repo_tars``     the same, extended with the outcomes of url-tar tar rows; tar_members
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
+* ``repo_verified`` done files for manifests, mark_files_bad (a verify found them bad)
 
 Conventions: each call is one short transaction (never network I/O inside); invalid user state
 changes raise ``InvalidTransition``; unknown jobs raise ``NotFound``; a worker whose lease was
@@ -38,10 +39,12 @@ from service.db.repo_jobs import JobsMixin
 from service.db.repo_outcomes import OutcomesMixin
 from service.db.repo_plan import PlanMixin
 from service.db.repo_tars import TarsMixin
+from service.db.repo_verified import VerifiedMixin
 from service.db.repo_workers import WorkersMixin
 
 
-class Repo(JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin, WorkersMixin):
+class Repo(JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin, WorkersMixin,
+           VerifiedMixin):
     """The service's database API (see the module docstring)."""
 
 

@@ -22,6 +22,7 @@ from service.db.models import LOCAL_HOST
 from service.db.repo import Repo
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
+from service.manifest import ManifestWriter
 from service.settings import Settings
 from service.stages.recorder import OutcomeRecorder
 
@@ -232,14 +233,18 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
     jsoc = JsocClient(settings.jsoc_url, session=session)
     recorder = OutcomeRecorder(repo, max_batch=settings.commit_files,
                                interval=settings.commit_seconds)
+    assert settings.download_dir is not None
+    manifests = ManifestWriter(repo, settings.download_dir)
     try:
         ctx = StageContext(settings=settings, repo=repo, jsoc=jsoc, session=session,
                            worker_id=worker_id, stop=stop, breakers=make_breakers(settings),
                            recorder=recorder)
         recorder.on_settled = lambda: ctx.wakers.poke_at_most_every(  # chunks may have closed
             "plan", PLAN_WAKE_SECONDS)
+        recorder.on_done = manifests.files_done
         yield ctx
     finally:
         await recorder.close()
+        await manifests.close()
         await jsoc.close()
         await session.close()

@@ -52,6 +52,7 @@ class OutcomeRecorder:
         self.max_batch = max_batch
         self.interval = interval
         self.on_settled: Callable[[], None] | None = None  # after done/fail outcomes commit
+        self.on_done: Callable[[list[int]], None] | None = None  # files committed done
         self.lost: set[int] = set()  # files whose lease turned out to be gone
         self._entries: list[_Entry] = []
         self._progress: dict[int, int] = {}  # file id -> index of its queued progress entry
@@ -175,6 +176,13 @@ class OutcomeRecorder:
                 entry.future.set_result(ok)
         if final and self.on_settled is not None:
             self.on_settled()
+        if self.on_done is not None:
+            done = [m.file_id for e, ok in zip(entries, results, strict=True) if ok
+                    for m in e.outcome.members] + [
+                e.outcome.file_id for e, ok in zip(entries, results, strict=True)
+                if ok and e.outcome.kind == "done"]
+            if done:
+                self.on_done(done)
 
 
 def _mergeable(old: FileOutcome, new: FileOutcome) -> bool:
