@@ -12,6 +12,7 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
 COPY jsocsim ./jsocsim
+COPY jsoc_bulk ./jsoc_bulk
 COPY migrations ./migrations
 # Editable install: the service applies the Alembic migrations it finds beside its sources
 # (/app/migrations); a regular install would leave them behind in /app.

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check service jsocsim tests bench migrations scripts
+	$(VENV)/bin/ruff check service jsoc_bulk jsocsim tests bench migrations scripts
 
 test: $(STAMP) lint browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -132,9 +132,10 @@ class Run:
 
 
 def dir_summary(root: Path) -> tuple[int, int]:
-    """Files under `root` (no .part or hidden files) and their total size."""
+    """Files under `root` (no .part, hidden files or jsoc-bulk manifests) and their size."""
     sizes = [p.stat().st_size for p in root.rglob("*")
-             if p.is_file() and not p.name.endswith(".part") and not p.name.startswith(".")]
+             if p.is_file() and not p.name.endswith(".part") and not p.name.startswith(".")
+             and not p.name.startswith("jsoc-bulk-manifest-")]
     return len(sizes), sum(sizes)
 
 

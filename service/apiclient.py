@@ -1,4 +1,5 @@
-"""A small synchronous client of the jsoc-bulk REST API (used by the CLI)."""
+"""The HTTP transport of the jsoc-bulk REST API: one JSON request at a time, errors as
+:class:`ApiError`. The CLI and the documented Python client (:mod:`jsoc_bulk`) both use it."""
 
 from __future__ import annotations
 
@@ -118,13 +119,16 @@ class ApiClient:
         return self.request("GET", f"jobs/{_quote(job_id)}")
 
     def list_files(self, job_id: str, state: str | None = None, limit: int | None = None,
-                   offset: int | None = None) -> dict[str, Any]:
+                   offset: int | None = None, after_id: int | None = None) -> dict[str, Any]:
         return self.request("GET", f"jobs/{_quote(job_id)}/files",
-                            params={"state": state, "limit": limit, "offset": offset})
+                            params={"state": state, "limit": limit, "offset": offset,
+                                    "after_id": after_id})
 
-    def action(self, job_id: str, action: str) -> dict[str, Any]:
-        """POST /jobs/{id}/{action}: cancel, pause, resume or retry."""
-        return self.request("POST", f"jobs/{_quote(job_id)}/{action}")
+    def action(self, job_id: str, action: str, body: dict[str, Any] | None = None,
+               ) -> dict[str, Any]:
+        """POST /jobs/{id}/{action}: cancel, pause, resume or retry (``body``: retry's
+        ``{"files": [ids]}``)."""
+        return self.request("POST", f"jobs/{_quote(job_id)}/{action}", body=body)
 
     def delete_job(self, job_id: str, delete_files: bool = False) -> Any:
         return self.request("DELETE", f"jobs/{_quote(job_id)}",

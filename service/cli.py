@@ -18,12 +18,16 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from typing import Any, NoReturn
 
+from jsoc_bulk.client import Client
 from service.apiclient import ApiClient, ApiError
+from service.cli_files import add_commands as add_file_commands
+from service.cli_files import cmd_files, cmd_verify, where_line
 from service.cli_ops import add_ops_commands, cmd_config, cmd_health
 from service.cli_options import add_settings_flags, add_spec_flags, spec_from_args
-from service.cli_progress import follow_job, human_bytes, status_line
+from service.cli_progress import exports_info, follow_job, human_bytes, status_line
 from service.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
@@ -42,28 +46,50 @@ class CliError(Exception):
 # --- argument parsing ----------------------------------------------------------------------
 
 
-def _common_parser() -> argparse.ArgumentParser:
+def _common_parser(client: bool = False) -> argparse.ArgumentParser:
+    """Settings flags (and --api-url). A client command accepts them all (--host and --port
+    still lead to the API's URL) but lists only what it uses: --api-url and --token."""
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    add_settings_flags(common.add_argument_group(
-        "settings (flag > JSOC_BULK_* env > --config file > default)"))
-    common.add_argument("--api-url", help="URL of the jsoc-bulk API for client commands "
-                        f"(env {API_URL_ENV}; default http://<host>:<port>/)")
+    title = "connection" if client else \
+        "settings (flag > JSOC_BULK_* env > --config file > default)"
+    group = common.add_argument_group(title)
+    add_settings_flags(group)
+    if client:
+        for action in group._group_actions:
+            if action.dest != "token":
+                action.help = argparse.SUPPRESS
+    group.add_argument("--api-url", help="URL of the jsoc-bulk API for client commands "
+                       f"(env {API_URL_ENV}; default http://<host>:<port>/)")
     return common
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jsoc-bulk")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _top_parser(client: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jsoc-bulk", parents=[client],
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n")[-1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jsoc-bulk {_version()}")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (settings flags accepted before or after the command)."""
-    common = _common_parser()
-    parser = argparse.ArgumentParser(prog="jsoc-bulk", parents=[common],
-                                     description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n")[-1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common, client = _common_parser(), _common_parser(client=True)
+    parser = _top_parser(client)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def command(name: str, help_text: str, daemon: bool = False) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common if daemon else client], help=help_text,
+                              description=help_text)
 
-    serve = command("serve", "run the API and the workers in one process")
+    serve = command("serve", "run the API and the workers in one process", daemon=True)
     only = serve.add_mutually_exclusive_group()
     only.add_argument("--api-only", action="store_true", help="run the REST API only")
     only.add_argument("--workers-only", action="store_true", help="run the workers only")
@@ -106,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     command("workers", "list workers with their heartbeats").add_argument(
         "--json", action="store_true", help="print the list as JSON")
 
-    db = command("db", "database maintenance")
+    add_file_commands(command)
+
+    db = command("db", "database maintenance", daemon=True)
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_sub.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
     add_ops_commands(command, common)
@@ -150,6 +178,11 @@ def make_client(args: argparse.Namespace) -> ApiClient:
     return ApiClient(api_url(args, settings), token=settings.token_value)
 
 
+def make_job_client(args: argparse.Namespace) -> Client:
+    """The Python client (jsoc_bulk.Client) on the same transport."""
+    return Client.over(make_client(args))
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -174,6 +207,10 @@ def print_status(job: dict[str, Any]) -> None:
     print(f"  bytes    {human_bytes(job.get('bytes_done'))} of about "
           f"{human_bytes(job.get('bytes_total'))} "
           f"(planner estimate {human_bytes(job.get('est_bytes'))})")
+    if exports_info(job):
+        print(f"  staging  {exports_info(job)}")
+    if job.get("download_dir"):
+        print(f"  under    {job['download_dir']} (jsoc-bulk files {job['id']})")
     if job.get("error"):
         print(f"  error    {job['error']}")
     for event in job.get("recent_errors") or []:
@@ -185,6 +222,9 @@ def print_status(job: dict[str, Any]) -> None:
 
 def _follow(client: ApiClient, job_id: str, interval: float) -> int:
     job = follow_job(lambda: client.get_job(job_id), interval=interval)
+    where = where_line(client, job)
+    if where:
+        print(where)
     state = job.get("state", "")
     if state != "succeeded":
         print(f"jsoc-bulk: job {job_id} ended {state}", file=sys.stderr)
@@ -239,6 +279,17 @@ def cmd_action(args: argparse.Namespace) -> int:
     else:
         print(f"job {job['id']} is {job['state']}")
     return EXIT_OK
+
+
+def cmd_file_list(args: argparse.Namespace) -> int:
+    return cmd_files(args, make_job_client(args))
+
+
+def cmd_file_verify(args: argparse.Namespace) -> int:
+    try:
+        return cmd_verify(args, lambda: make_job_client(args))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -371,6 +422,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "watch": cmd_watch, "delete": cmd_delete, "workers": cmd_workers, "db": cmd_db,
     "config": lambda args: cmd_config(args, settings_from_args),
     "health": lambda args: cmd_health(args, make_client(args)),
+    "files": cmd_file_list, "verify": cmd_file_verify,
     **{action: cmd_action for action in ACTIONS},
 }
 

@@ -42,6 +42,16 @@ def _done_total(counts: Mapping[str, int] | None, done_state: str = "done") -> t
     return int(counts.get(done_state, 0)), int(sum(counts.values()))
 
 
+def files_done_total(job: Mapping[str, Any]) -> tuple[int, int, str]:
+    """(done, total, text) of a job's files: the total is the API's estimate for the whole
+    job while files are still to be listed ('5/~30'), else the files listed ('30/30')."""
+    done, listed = _done_total(job.get("files"))
+    estimate = job.get("files_total")
+    if estimate and estimate > listed and job.get("state") not in TERMINAL_STATES:
+        return done, int(estimate), f"{done}/~{estimate}"
+    return done, listed, f"{done}/{listed}"
+
+
 def bytes_info(job: Mapping[str, Any]) -> str:
     """'1.0 MiB / 4.0 MiB  256.0 KiB/s  ETA 12s' from a job status document."""
     text = f"{human_bytes(job.get('bytes_done'))} / {human_bytes(job.get('bytes_total'))}"
@@ -52,15 +62,33 @@ def bytes_info(job: Mapping[str, Any]) -> str:
     return text
 
 
+def exports_info(job: Mapping[str, Any], limit: int = 3) -> str:
+    """JSOC request ids and states of the exports being staged, e.g.
+    'JSOC_20240101_001 polling (status 1), JSOC_20240101_002 submitted'."""
+    staging = [e for e in job.get("active_exports") or [] if e.get("state") != "ready"]
+    parts = []
+    for export in staging[:limit]:
+        status = export.get("jsoc_status")
+        parts.append(f"{export.get('request_id') or 'export ' + str(export.get('id'))} "
+                     f"{export.get('state')}" + (f" (status {status})" if status is not None
+                                                 else ""))
+    if len(staging) > limit:
+        parts.append(f"+{len(staging) - limit} more")
+    return ", ".join(parts)
+
+
 def status_line(job: Mapping[str, Any]) -> str:
     """One plain line describing a job's progress (for logs and non-terminals)."""
     chunks_done, chunks_total = _done_total(job.get("chunks"))
-    files_done, files_total = _done_total(job.get("files"))
+    files_text = files_done_total(job)[2]
     failed = int((job.get("files") or {}).get("failed", 0))
     line = (f"job {job.get('id')} {job.get('state')}: chunks {chunks_done}/{chunks_total}, "
-            f"files {files_done}/{files_total}")
+            f"files {files_text}")
     if failed:
         line += f" ({failed} failed)"
+    staging = exports_info(job)
+    if staging:
+        line += f", staging {staging}"
     return f"{line}, bytes {bytes_info(job)}"
 
 
@@ -76,6 +104,7 @@ class JobProgressView:
             transient=False,
         )
         self.state_task: TaskID = self.progress.add_task("state", total=None, info="", start=False)
+        self.export_task = self.progress.add_task("exports", total=None, info="")
         self.chunk_task = self.progress.add_task("chunks", total=None, info="")
         self.file_task = self.progress.add_task("files", total=None, info="")
         self.byte_task = self.progress.add_task("bytes", total=None, info="")
@@ -90,10 +119,15 @@ class JobProgressView:
     def update(self, job: Mapping[str, Any]) -> None:
         info = f"job {job.get('id')}: {job.get('state')}"
         self.progress.update(self.state_task, info=info)
-        for task, key in ((self.chunk_task, "chunks"), (self.file_task, "files")):
-            done, total = _done_total(job.get(key))
-            self.progress.update(task, completed=done, total=total or None,
-                                 info=f"{done}/{total}")
+        exports = job.get("exports") or {}
+        ready = int(exports.get("ready", 0))
+        self.progress.update(self.export_task, completed=ready, total=sum(exports.values()) or None,
+                             info=f"{ready} ready  {exports_info(job)}".rstrip())
+        done, total = _done_total(job.get("chunks"))
+        self.progress.update(self.chunk_task, completed=done, total=total or None,
+                             info=f"{done}/{total}")
+        done, total, text = files_done_total(job)
+        self.progress.update(self.file_task, completed=done, total=total or None, info=text)
         expected = job.get("bytes_total")
         self.progress.update(self.byte_task, completed=job.get("bytes_done") or 0,
                              total=expected or None, info=bytes_info(job))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import NamedTuple
 
 from service.db.repo import Repo
 from service.download.paths import UnsafePathError, part_path, safe_join
+from service.manifest import manifest_path
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -84,3 +86,14 @@ async def delete_job_files(repo: Repo, root: Path | None, files: list[JobFile],
         if refused:
             kept.append(f.dest_path)
     return deleted, kept
+
+
+def delete_manifest(root: Path | None, job_id: str, template: str,
+                    files: list[JobFile]) -> None:
+    """Remove a deleted job's manifest (``service.manifest``), and directories left empty."""
+    if root is None or not files:
+        return
+    path = manifest_path(root, template, files[0].dest_path, job_id)
+    with contextlib.suppress(OSError):
+        path.unlink()
+        _prune_empty_dirs(path.parent, Path(os.path.realpath(root)))

@@ -12,11 +12,18 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from service.api.admission import Coalescer
-from service.api.deletion import collect_job_files, delete_job_files
+from service.api.deletion import collect_job_files, delete_job_files, delete_manifest
 from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
 from service.api.problems import ApiProblem, Handler, json_response, validation_problem
-from service.api.rates import RateTracker, average_rate, estimated_total, eta_seconds
+from service.api.rates import (
+    RateTracker,
+    average_rate,
+    estimated_files,
+    estimated_total,
+    eta_seconds,
+)
+from service.api.refetch import RetryBody, refetch_bad_files
 from service.api.schemas import (
     DeleteQuery,
     DeleteResult,
@@ -28,6 +35,7 @@ from service.api.schemas import (
     JobPage,
     OpenApiDocument,
     WorkerList,
+    export_out,
     file_out,
     job_detail,
     job_out,
@@ -160,16 +168,29 @@ async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
     eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
         and not job.follow else None
     mirror = mirror_status(await c.repo.follow_state(job.id)) if job.follow else None
-    return job_detail(summary, rate, eta, total, mirror)
+    detail = job_detail(summary, rate, eta, total, mirror)
+    detail.files_total = estimated_files(summary, total)
+    detail.download_dir = _root(c)
+    detail.active_exports = [export_out(e) for e in await c.repo.active_exports(job.id)]
+    return detail
+
+
+def _root(c: ApiContext) -> str | None:
+    root = c.settings.download_dir
+    return str(root.resolve()) if root is not None else None
 
 
 async def list_files(request: web.Request) -> web.Response:
-    """GET /jobs/{id}/files: files in id order, optionally one state, paginated by offset."""
+    """GET /jobs/{id}/files: the job's files (not a url-tar export's tar row) in id order,
+    optionally one state, paginated by offset or after_id."""
     q = parse_query(request, FileListQuery)
     files = await ctx(request).repo.list_files(_job_id(request), q.state, limit=q.limit + 1,
-                                               offset=q.offset)
+                                               offset=q.offset, after_id=q.after_id,
+                                               tar_rows=False)
     next_offset = q.offset + q.limit if len(files) > q.limit else None
-    return json_response(FilePage(items=[file_out(f) for f in files[: q.limit]], limit=q.limit,
+    root = ctx(request).settings.download_dir
+    return json_response(FilePage(items=[file_out(f, root) for f in files[: q.limit]],
+                                  limit=q.limit,
                                   offset=q.offset, next_offset=next_offset))
 
 
@@ -182,15 +203,40 @@ def _action(method_name: str) -> Handler:
     return handler
 
 
+async def retry_job(request: web.Request) -> web.Response:
+    """POST /jobs/{id}/retry: failed files and chunks back to work; with ``files`` (done files
+    a verify found bad), those the API finds bad too are fetched again."""
+    c = ctx(request)
+    body = RetryBody()
+    if request.can_read_body:
+        try:
+            body = RetryBody.model_validate(await read_json_object(request, "retry body"))
+        except ValidationError as exc:
+            raise validation_problem(exc, "retry body") from None
+    job_id = _job_id(request)
+    root = c.settings.download_dir
+    if body.files and root is not None and not await refetch_bad_files(c.repo, root, job_id,
+                                                                        body.files):
+        job = await c.repo.get_job(job_id)  # every listed file checks out: nothing to do
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return json_response(job_out(job))
+    return json_response(job_out(await c.repo.retry_job(job_id)))
+
+
 async def delete_job(request: web.Request) -> web.Response:
     """DELETE /jobs/{id}: forget the job; with delete_files=true also its files on disk."""
     c = ctx(request)
     job_id = _job_id(request)
     q = parse_query(request, DeleteQuery)
     files = await collect_job_files(c.repo, job_id) if q.delete_files else []
+    job = await c.repo.get_job(job_id)
     await c.repo.delete_job(job_id)
     c.rates.forget(job_id)
     deleted, kept = await delete_job_files(c.repo, c.settings.download_dir, files)
+    if job is not None:
+        delete_manifest(c.settings.download_dir, job_id, job.spec.get("path_template") or
+                        "{series}/{filename}", files)
     return json_response(DeleteResult(id=job_id, deleted=True, files_deleted=deleted,
                                       files_kept=kept))
 
@@ -227,7 +273,10 @@ ENDPOINTS: list[Endpoint] = [
              response=FilePage, query=FileListQuery, errors=(400, 404)),
     *[Endpoint("POST", f"/jobs/{{job_id}}/{action}", _action(f"{action}_job"), f"{action}Job",
                f"{action.capitalize()} a job", response=JobOut, errors=(404, 409))
-      for action in ("cancel", "pause", "resume", "retry")],
+      for action in ("cancel", "pause", "resume")],
+    Endpoint("POST", "/jobs/{job_id}/retry", retry_job, "retryJob", "Retry a job's failed "
+             "files and chunks, or fetch again files a verify found bad", response=JobOut,
+             body=RetryBody, errors=(400, 404, 409)),
     Endpoint("DELETE", "/jobs/{job_id}", delete_job, "deleteJob", "Delete a job",
              response=DeleteResult, query=DeleteQuery, errors=(400, 404, 409)),
     Endpoint("GET", "/workers", list_workers, "listWorkers", "List workers",

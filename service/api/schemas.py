@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,7 @@ from service.db.models import (
     EXPORT_STATES,
     FILE_STATES,
     JOB_STATES,
+    Export,
     File,
     Job,
     JobEvent,
@@ -43,6 +45,8 @@ class FileListQuery(_Query):
     state: FileState | None = Field(None, description="Only files in this state")
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Page size")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip (from next_offset)")
+    after_id: int = Field(0, ge=0, le=MAX_OFFSET, description="Only files with a larger id (keyset paging: "
+                          "the last id of the previous page; cheaper than offset for big jobs)")
 
 
 class DeleteQuery(_Query):
@@ -65,6 +69,19 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
+class ExportOut(BaseModel):
+    """One JSOC export of a job: its request id and where it stands."""
+
+    id: int
+    chunk_id: int
+    request_id: str | None = Field(description="JSOC's request id (JSOC_…), once submitted")
+    state: Literal[EXPORT_STATES]  # type: ignore[valid-type]
+    jsoc_status: int | None = Field(description="JSOC's status at the last poll (1/2 staging, "
+                                    "0 ready, 6/7 waiting)")
+    submitted_at: datetime | None
+    ready_at: datetime | None
+
+
 class EventOut(BaseModel):
     at: datetime
     level: str
@@ -84,9 +101,17 @@ class JobDetail(JobOut):
     bytes_total: int = Field(description="Best estimate of the job's total bytes (listed sizes, "
                              "else the mean finished file times the files listed, at least "
                              "the planner's estimate while chunks are unlisted)")
+    files_total: int | None = Field(None, description="About how many files the whole job "
+                                    "has (listed so far, plus the rest of bytes_total at their "
+                                    "mean size); null before any chunk is listed")
     rate_bytes_per_s: float | None = Field(description="Recent download rate")
     eta_seconds: float | None = Field(description="Estimated seconds until all bytes are in")
     recent_errors: list[EventOut]
+    download_dir: str | None = Field(None, description="Absolute download directory the "
+                                     "job's paths are relative to")
+    active_exports: list[ExportOut] = Field(
+        default_factory=list, description="Exports being staged or polled, and the newest "
+        "ready ones (at most a few dozen)")
     covered_until: str | None = Field(
         None, description="Follow jobs: every record before this time (JSOC TAI string) is "
         "downloaded or failed; later ones are being fetched or not planned yet")
@@ -129,6 +154,7 @@ class FileOut(BaseModel):
     segment: str | None
     url: str
     dest_path: str = Field(description="Path relative to the download directory")
+    path: str | None = Field(None, description="Absolute path of the file on the API's host")
     state: FileState
     size_expected: int | None
     bytes_done: int
@@ -217,9 +243,16 @@ def job_detail(summary: JobSummary, rate: float | None, eta: float | None,
     )
 
 
-def file_out(f: File) -> FileOut:
+def export_out(e: Export) -> ExportOut:
+    return ExportOut(id=e.id, chunk_id=e.chunk_id, request_id=e.request_id,
+                     state=e.state, jsoc_status=e.jsoc_status,  # type: ignore[arg-type]
+                     submitted_at=e.submitted_at, ready_at=e.ready_at)
+
+
+def file_out(f: File, root: Path | None = None) -> FileOut:
+    path = str(root.resolve() / f.dest_path) if root is not None else None
     return FileOut(id=f.id, chunk_id=f.chunk_id, record=f.record, segment=f.segment, url=f.url,
-                   dest_path=f.dest_path, state=f.state,  # type: ignore[arg-type]
+                   dest_path=f.dest_path, path=path, state=f.state,  # type: ignore[arg-type]
                    size_expected=f.size_expected, bytes_done=f.bytes_done, sha256=f.sha256,
                    attempts=f.attempts, error=f.error, updated_at=f.updated_at)
 

@@ -14,6 +14,7 @@ The methods are grouped in mixins by concern (one module each):
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
 * ``repo_overview`` read-only dashboard views: a job's exports, politeness figures
 * ``repo_metrics``  metrics_snapshot (the job-level figures of /metrics)
+* ``repo_verified`` done files for manifests, mark_files_bad (a verify found them bad)
 
 Conventions: each call is one short transaction (never network I/O inside); invalid user state
 changes raise ``InvalidTransition``; unknown jobs raise ``NotFound``; a worker whose lease was
@@ -42,11 +43,12 @@ from service.db.repo_outcomes import OutcomesMixin
 from service.db.repo_overview import OverviewMixin
 from service.db.repo_plan import PlanMixin
 from service.db.repo_tars import TarsMixin
+from service.db.repo_verified import VerifiedMixin
 from service.db.repo_workers import WorkersMixin
 
 
 class Repo(OverviewMixin, JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin,
-           WorkersMixin, MetricsMixin):
+           WorkersMixin, MetricsMixin, VerifiedMixin):
     """The service's database API (see the module docstring)."""
 
 

@@ -132,6 +132,7 @@ class JobSummary:
     bytes_done: int = 0
     bytes_expected: int = 0
     est_bytes: int = 0
+    est_unlisted: int = 0  # the part of est_bytes in chunks whose files are not listed yet
     recent_events: list[JobEvent] = field(default_factory=list)
 
 

@@ -114,10 +114,12 @@ class JobsMixin(RepoBase):
         return await self._run(tx, read_only=True)
 
     async def list_files(self, job_id: str, state: str | Sequence[str] | None = None, *,
-                         limit: int = 100, offset: int = 0) -> list[File]:
-        """Files of a job in id order, optionally filtered by state."""
+                         limit: int = 100, offset: int = 0, after_id: int = 0,
+                         tar_rows: bool = True) -> list[File]:
+        """Files of a job in id order (ids above ``after_id``), optionally by state; without
+        ``tar_rows`` only the job's files (a url-tar export's tar row is not one)."""
         return await self._list_rows(File, job_id, check_states(state, FILE_STATES, "file"),
-                                     limit, offset)
+                                     limit, offset, after_id, () if tar_rows else (NOT_TAR_ROW,))
 
     async def list_chunks(self, job_id: str, state: str | Sequence[str] | None = None, *,
                           limit: int = 1000, offset: int = 0) -> list[Chunk]:
@@ -130,9 +132,24 @@ class JobsMixin(RepoBase):
         """Exports of a job in id order."""
         return await self._list_rows(Export, job_id, [], limit, offset)
 
+    async def active_exports(self, job_id: str, *, limit: int = 20,
+                             ready: int = 5) -> list[Export]:
+        """A job's exports still staging (up to ``limit``, oldest first), then its newest
+        ``ready`` ready ones."""
+        async def tx(s: AsyncSession) -> list[Export]:
+            open_ = await s.execute(select(Export).where(
+                Export.job_id == job_id, Export.state.in_(EXPORT_PENDING))
+                .order_by(Export.id).limit(limit))
+            done = await s.execute(select(Export).where(
+                Export.job_id == job_id, Export.state == "ready")
+                .order_by(Export.id.desc()).limit(ready))
+            return [*open_.scalars(), *reversed(list(done.scalars()))]
+        return await self._run(tx, read_only=True)
+
     async def _list_rows(self, model: Any, job_id: str, states: list[str], limit: int,
-                         offset: int) -> list[Any]:
-        query = select(model).where(model.job_id == job_id).order_by(model.id)
+                         offset: int, after_id: int = 0, where: Sequence[Any] = ()) -> list[Any]:
+        query = select(model).where(model.job_id == job_id, model.id > after_id, *where
+                                    ).order_by(model.id)
         if states:
             query = query.where(model.state.in_(states))
         query = query.limit(_positive(limit, "limit")).offset(_not_negative(offset, "offset"))
@@ -292,6 +309,8 @@ async def _chunk_and_file_totals(s: AsyncSession, job_id: str, summary: JobSumma
         totals = [t + int(v) for t, v in zip(totals, values[:6], strict=True)]
         if state not in ("split", "cancelled"):
             summary.est_bytes += int(values[6])
+        if state in ("planned", "exporting"):
+            summary.est_unlisted += int(values[6])
     opened, done, failed, skipped, bytes_done, expected = totals
     moving, partial = (await s.execute(
         select(func.count(), func.coalesce(func.sum(File.bytes_done), 0))

@@ -23,6 +23,7 @@ from service.db.repo import Repo
 from service.db.repo_workers import HeldFiles
 from service.download.limits import BreakerState, CircuitBreaker, HostBreakers, retry_delay
 from service.jsoc.client import JsocClient, user_agent
+from service.manifest import ManifestWriter
 from service.ops import metrics
 from service.ops.logs import context_with
 from service.settings import Settings
@@ -261,6 +262,8 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
     jsoc = JsocClient(settings.jsoc_url, session=session)
     recorder = OutcomeRecorder(repo, max_batch=settings.commit_files,
                                interval=settings.commit_seconds)
+    assert settings.download_dir is not None
+    manifests = ManifestWriter(repo, settings.download_dir)
     try:
         ctx = StageContext(settings=settings, repo=repo, jsoc=jsoc, session=session,
                            worker_id=worker_id, stop=stop, breakers=make_breakers(settings),
@@ -268,10 +271,12 @@ async def open_context(settings: Settings, repo: Repo, stop: asyncio.Event,
         recorder.on_settled = lambda: ctx.wakers.poke_at_most_every(  # chunks may have closed
             "plan", PLAN_WAKE_SECONDS)
         metrics.PROCESS.breaker_sources.append(ctx.breakers.states)
+        recorder.on_done = manifests.files_done
         yield ctx
     finally:
         with suppress(NameError, ValueError):
             metrics.PROCESS.breaker_sources.remove(ctx.breakers.states)
         await recorder.close()
+        await manifests.close()
         await jsoc.close()
         await session.close()

@@ -58,6 +58,7 @@ class OutcomeRecorder:
         self.max_batch = max_batch
         self.interval = interval
         self.on_settled: Callable[[], None] | None = None  # after done/fail outcomes commit
+        self.on_done: Callable[[list[int]], None] | None = None  # files committed done
         self.lost: set[int] = set()  # files whose lease turned out to be gone
         self.sources: dict[int, tuple[str, str]] = {}  # leased file id -> (job, host), metrics
         self._entries: list[_Entry] = []
@@ -226,6 +227,13 @@ class OutcomeRecorder:
         self._count(entries, results)
         if final and self.on_settled is not None:
             self.on_settled()
+        if self.on_done is not None:
+            done = [m.file_id for e, ok in zip(entries, results, strict=True) if ok
+                    for m in e.outcome.members] + [
+                e.outcome.file_id for e, ok in zip(entries, results, strict=True)
+                if ok and e.outcome.kind == "done"]
+            if done:
+                self.on_done(done)
 
     def _count(self, entries: list[_Entry], results: list[bool]) -> None:
         """Metrics of one group commit: files and bytes done by job and host, retries and

@@ -97,7 +97,10 @@ async def test_job_detail_counts_bytes_rate_eta_and_errors(api: Api) -> None:
                                "downloading": 1, "failed": 1}
     assert sum(detail["exports"].values()) == 1 and detail["exports"]["ready"] == 1
     assert detail["bytes_done"] == 40 and detail["bytes_expected"] == 300
-    expected_total = max(300, detail["est_bytes"])  # a chunk is not listed yet
+    # a chunk is not listed yet: it counts with its estimate (job_with_chunks: 2000 bytes),
+    # scaled by what the listed chunk turned out to be (300) against its own estimate (1000)
+    assert detail["est_bytes"] == 3000
+    expected_total = 300 + round(2000 * 300 / 1000)
     assert detail["bytes_total"] == expected_total
     assert detail["rate_bytes_per_s"] > 0
     assert detail["eta_seconds"] == pytest.approx(

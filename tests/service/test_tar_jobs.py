@@ -22,6 +22,7 @@ from service.db.repo import Repo
 from service.db.tar_rows import is_tar_key, member_name
 from service.jobspec import JobSpec
 from service.jsoc.metadata import SegmentInfo, SeriesMeta
+from service.manifest import manifest_name, read_manifest
 from service.settings import load_settings
 from service.stages.method_choice import chunk_method
 from tests.service.test_worker import (
@@ -79,6 +80,12 @@ async def check_members(emu: Any, root: Path, members: list[File]) -> None:
         assert f.state == "done" and name is not None and "{" not in f.file_key
         assert sha256(root / f.dest_path) == contents[name] == f.sha256, name
     on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    manifest = [p for p in on_disk if Path(p).name == manifest_name(members[0].job_id)]
+    assert len(manifest) == 1, on_disk  # the job's manifest lists every member
+    listed = [(Path(manifest[0]).parent / e["path"]).as_posix()
+              for e in read_manifest(root / manifest[0])]
+    assert sorted(listed) == sorted(f.dest_path for f in members)
+    on_disk.remove(manifest[0])
     assert on_disk == sorted(f.dest_path for f in members)  # no tar, no index, no .part
 
 

@@ -19,6 +19,7 @@ from aiohttp import web
 from service.db.repo import FileClaim, Repo
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import MemberDone, tar_host, tar_key
+from service.manifest import manifest_name, read_manifest
 from service.stages.context import open_context
 from service.stages.download import download_file
 from service.stages.recorder import OutcomeRecorder
@@ -200,7 +201,11 @@ async def test_a_lane_unpacks_the_tar_into_member_rows(
     for name, body in data.items():
         digest = hashlib.sha256(body).hexdigest()
         assert files[f"out/{name}"].sha256 == digest == sha256(root / "out" / name)
-    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == sorted(data)
+    placed = sorted(f"out/{name}" for name in data)
+    manifest = manifest_name(job_id)  # the job's manifest lists the members placed
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == \
+        sorted([*placed, manifest])
+    assert sorted(e["path"] for e in read_manifest(root / manifest)) == placed
     missing = files["out/c.txt"]
     assert missing.state == "failed" and tar.state == ("failed" if unsafe else "done")
     if unsafe:
