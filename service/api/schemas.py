@@ -45,8 +45,9 @@ class FileListQuery(_Query):
     state: FileState | None = Field(None, description="Only files in this state")
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Page size")
     offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Files to skip (from next_offset)")
-    after_id: int = Field(0, ge=0, le=MAX_OFFSET, description="Only files with a larger id (keyset paging: "
-                          "the last id of the previous page; cheaper than offset for big jobs)")
+    after_id: int = Field(0, ge=0, le=MAX_OFFSET,
+                          description="Only files with a larger id (keyset paging: the last id "
+                          "of the previous page; cheaper than offset for big jobs)")
 
 
 class DeleteQuery(_Query):
