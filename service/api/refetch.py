@@ -11,22 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.api.schemas import MAX_OFFSET
 from service.db.repo import Repo
 from service.db.repo_verified import DoneFile
 from service.download.paths import UnsafePathError, safe_join
 from service.filecheck import Expected, check_file
 
 MAX_FILES = 10000
+FileId = Annotated[int, Field(ge=1, le=MAX_OFFSET)]  # a row id (32-bit on both databases)
 
 
 class RetryBody(BaseModel):
     """Optional body of POST /jobs/{id}/retry."""
 
     model_config = ConfigDict(extra="forbid")
-    files: list[int] = Field(default_factory=list, max_length=MAX_FILES,
+    files: list[FileId] = Field(default_factory=list, max_length=MAX_FILES,
                              description="Ids of done files to check again and fetch again if "
                              "missing or different from what was recorded (from `jsoc-bulk "
                              "verify`); without it, failed files and chunks are retried")
