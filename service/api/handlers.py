@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from service.api.deletion import collect_job_files, delete_job_files
-from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
+from service.api.intake import SeriesLookup, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
 from service.api.problems import ApiProblem, Handler, json_response, validation_problem
 from service.api.rates import RateTracker, average_rate, estimated_total, eta_seconds
@@ -26,6 +26,7 @@ from service.api.schemas import (
     JobOut,
     JobPage,
     OpenApiDocument,
+    PreviewOut,
     WorkerList,
     file_out,
     job_detail,
@@ -33,8 +34,10 @@ from service.api.schemas import (
     mirror_status,
     worker_out,
 )
+from service.api.vetting import job_recordset, preview_spec, vet_at_jsoc, vet_spec
 from service.db.repo import InvalidTransition, NotFound, Repo
 from service.jobspec import JobSpec
+from service.jsoc.client import JsocClient
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -52,6 +55,7 @@ class ApiContext:
     version: str
     rates: RateTracker = field(default_factory=RateTracker)
     openapi: dict[str, Any] = field(default_factory=dict)
+    jsoc: JsocClient | None = None  # opened with the app
 
 
 CONTEXT = web.AppKey("jsoc_bulk_api", ApiContext)
@@ -111,21 +115,33 @@ async def submit_job(request: web.Request) -> web.Response:
     c = ctx(request)
     key = _idempotency_key(request)
     spec = parse_spec(await read_json_object(request, "job spec"))
-    await check_against_jsoc(spec, c.series_lookup)
+    meta = await vet_spec(spec, c.series_lookup, c.jsoc)
     notify = spec.notify_or(c.settings.email)
     if notify is None:
         raise ApiProblem(422, "notify-required", "Notify email required",
                          "give notify (an email registered with JSOC): the server has no "
                          "default email configured (JSOC_BULK_EMAIL)")
+    verdict = await vet_at_jsoc(spec, meta, notify, c.jsoc)
     stored = spec.model_dump(mode="json")
     job, created = await c.repo.create_job(stored, notify_email=notify, priority=spec.priority,
                                            idempotency_key=key, follow=spec.follow)
+    if created and verdict is not None and verdict.outcome != "ok":
+        await c.repo.add_event(job.id, "notify-unchecked", f"{verdict.message}; the address "
+                               "is checked again before the first export", level="warning")
     if not created and _canonical(job.spec) != _canonical(stored):
         raise ApiProblem(422, "idempotency-key-reused", "Idempotency-Key reused",
                          f"Idempotency-Key {key!r} was already used for job {job.id} with a "
                          "different spec; use a new key for a new job")
     return json_response(job_out(job), status=202 if created else 200,
                          headers={"Location": _location(job.id)})
+
+
+async def preview_job(request: web.Request) -> web.Response:
+    """POST /jobs/preview: what the spec selects (records, bytes, exports), nothing stored."""
+    c = ctx(request)
+    spec = parse_spec(await read_json_object(request, "job spec"))
+    result = await preview_spec(spec, c.series_lookup, c.jsoc, c.settings)
+    return json_response(PreviewOut(**vars(result)))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -150,7 +166,9 @@ async def get_job(request: web.Request) -> web.Response:
     eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
         and not job.follow else None
     mirror = mirror_status(await c.repo.follow_state(job.id)) if job.follow else None
-    return json_response(job_detail(summary, rate, eta, total, mirror))
+    detail = job_detail(summary, rate, eta, total, mirror)
+    detail.recordset = await job_recordset(job.spec, c.series_lookup)
+    return json_response(detail)
 
 
 async def list_files(request: web.Request) -> web.Response:
@@ -218,6 +236,9 @@ ENDPOINTS: list[Endpoint] = [
              headers=(HeaderParam("Idempotency-Key", "Retries with the same key return the "
                                                      "same job (200) instead of a new one"),),
              extra_ok={200: "The job created earlier with this Idempotency-Key"}),
+    Endpoint("POST", "/jobs/preview", preview_job, "previewJob",
+             "What a job spec selects: records, bytes, exports (nothing is stored)",
+             response=PreviewOut, body=JobSpec, errors=(503,)),
     Endpoint("GET", "/jobs", list_jobs, "listJobs", "List jobs", response=JobPage,
              query=JobListQuery, errors=(400,)),
     Endpoint("GET", "/jobs/{job_id}", get_job, "getJob", "Job status and progress",
