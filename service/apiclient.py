@@ -110,6 +110,10 @@ class ApiClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "jobs", body=body, headers=headers)
 
+    def preview(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /jobs/preview: what the spec selects (records, bytes, exports)."""
+        return self.request("POST", "jobs/preview", body=body)
+
     def list_jobs(self, state: str | None = None, limit: int | None = None,
                   offset: int | None = None) -> dict[str, Any]:
         return self.request("GET", "jobs", params={"state": state, "limit": limit,

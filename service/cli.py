@@ -27,6 +27,7 @@ from service.cli_files import add_commands as add_file_commands
 from service.cli_files import cmd_files, cmd_verify, where_line
 from service.cli_ops import add_ops_commands, cmd_config, cmd_health
 from service.cli_options import add_settings_flags, add_spec_flags, spec_from_args
+from service.cli_preview import print_preview
 from service.cli_progress import exports_info, follow_job, human_bytes, status_line
 from service.settings import Settings, SettingsError, load_settings
 
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="job spec as JSON ('-' for stdin); flags override its fields")
     add_spec_flags(submit.add_argument_group("job spec fields"))
     submit.add_argument("--idempotency-key", help="retries with the same key return the same job")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="only show what the job would select (records, bytes, exports, "
+                        "first and last record, record sets); nothing is submitted")
     submit.add_argument("--wait", action="store_true", help="show progress until the job ends")
     _add_interval_flag(submit)
     submit.add_argument("--json", action="store_true", help="print the job as JSON")
@@ -207,6 +211,8 @@ def print_status(job: dict[str, Any]) -> None:
     print(f"  bytes    {human_bytes(job.get('bytes_done'))} of about "
           f"{human_bytes(job.get('bytes_total'))} "
           f"(planner estimate {human_bytes(job.get('est_bytes'))})")
+    if job.get("recordset"):
+        print(f"  records  {job['recordset']}")
     if exports_info(job):
         print(f"  staging  {exports_info(job)}")
     if job.get("download_dir"):
@@ -237,6 +243,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     client = make_client(args)
+    if args.dry_run:
+        preview = client.preview(body)
+        if args.json:
+            _print_json(preview)
+        else:
+            print_preview(preview)
+        return EXIT_OK
     job = client.submit(body, idempotency_key=args.idempotency_key)
     if args.json:
         _print_json(job)

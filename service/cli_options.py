@@ -25,14 +25,15 @@ SPEC_FLAGS: dict[str, str] = {
 }
 SPEC_HELP = {
     "series": "series name, e.g. hmi.M_720s",
-    "start": "first time, e.g. 2014.01.01_00:00:00_TAI or 2014-01-01T00:00:00Z",
-    "end": "end time (excluded)",
+    "start": "first time, e.g. 2014.01.01_00:00:00_TAI, 2014-01-01T00:00:00Z or "
+             "'2014/01/01 00:00' (UTC unless it says TAI)",
+    "end": "last time (included, as in sunpy's a.Time(start, end))",
     "recordset": "a raw DRMS record set instead of series/start/end",
     "prime_keys": "prime key filter NAME=VALUE[,VALUE...] (repeatable)",
     "wavelengths": "wavelengths, e.g. 171,193",
     "where": "keyword condition like 'QUALITY = 0' (repeatable; ANDed)",
     "segments": "segments to download, e.g. magnetogram,Bp (default: all)",
-    "cadence": "keep one record per interval, e.g. 12m",
+    "cadence": "keep one record per interval, e.g. 12m, '10 min', 1h",
     "protocol": "fits or as-is", "method": "auto, url, url_quick or url-tar",
     "notify": "notify email registered with JSOC (default: the server's --email)",
     "path_template": "where files go, e.g. '{series}/{T_REC:%%Y/%%m/%%d}/{filename}'",

@@ -1,8 +1,9 @@
 """The job spec (REST and CLI): a pydantic model with clear error messages, and path templates.
 
 A job is either ``series`` + ``start`` (+ ``end``, or ``follow``) with optional filters, or a raw
-DRMS ``recordset``. Time ranges follow JSOC's ``start/duration`` rule (protocol §6.3): the slots
-from the one nearest ``start`` for ``end − start`` worth of slots, the end excluded.
+DRMS ``recordset``. ``start`` and ``end`` select what sunpy's ``a.Time(start, end)`` selects:
+JSOC's ``start-end`` range (protocol §6.3), from the slot nearest ``start`` to the slot nearest
+``end``, both included. Times are parsed by ``service.timeutil`` (JSOC, ISO, sunpy's forms).
 """
 
 from __future__ import annotations
@@ -309,9 +310,9 @@ def _shape_problems(spec: JobSpec) -> list[str]:
     if (spec.lag or spec.check_interval) and not spec.follow:
         return ["lag and check_interval only apply to follow jobs (follow: true)"]
     start, end = parse_time(spec.start), parse_time(spec.end)
-    if start >= end:
-        return [f"start ({spec.start}) must be before end ({spec.end}); "
-                "the range is start <= t < end"]
+    if start > end:
+        return [f"start ({spec.start}) must not be after end ({spec.end}); both ends are "
+                "included, as in sunpy's a.Time(start, end) and JSOC's start-end"]
     return []
 
 

@@ -1,9 +1,12 @@
 """Job spec + series metadata -> record-set strings and slot-aligned chunks, lazily.
 
-Chunks are ``start/duration[@cadence]`` ranges on the series' time slots (protocol §6.3). Chunk
-``seq`` covers sampled slots ``[seq·n, (seq+1)·n)`` of the job's range, so any chunk is computed
-in O(1) and planning a year of 12 s data never builds the whole list. The same job always gives
-the same chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
+A job's ``start``/``end`` select what sunpy's ``a.Time(start, end)`` selects: JSOC's
+``start-end[@cadence]`` with both ends included (the slots nearest each end, protocol §6.3);
+``build_recordset`` writes that string. Internally the job is the half-open range of its sampled
+slots, and chunks are ``start/duration[@cadence]`` pieces of it: chunk ``seq`` covers sampled
+slots ``[seq·n, (seq+1)·n)``, so any chunk is computed in O(1), planning a year of 12 s data
+never builds the whole list, and no slot is in two chunks. The same job always gives the same
+chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from service.jsoc.metadata import PrimeKeyInfo, SeriesMeta
 from service.timeutil import (
     duration_range_slots,
     format_duration,
-    format_iso_utc,
     format_tai,
+    interval_slots,
     parse_duration,
     parse_time,
     slot_time,
 )
 
 DEFAULT_MAX_RECORDS = 5_000
+END_MARGIN = 0.001  # s past a by-value job's end that its last chunk covers (its end included)
 DEFAULT_MAX_BYTES = 20_000 * 2**20  # 20,000 MB, well under JSOC's 100,000 MB export limit
 
 
@@ -76,23 +80,27 @@ def recordset_template(spec: JobSpec, meta: SeriesMeta) -> RecordsetTemplate:
     return RecordsetTemplate(prefix, suffix)
 
 
-def time_group(start_tai: float, duration: float, cadence: float | None, iso: bool = False) -> str:
-    """``start/duration[@Ns]`` with the start as a JSOC TAI string (or ISO UTC if ``iso``)."""
-    start = format_iso_utc(start_tai) if iso else format_tai(start_tai)
-    text = f"{start}/{format_duration(duration)}"
+def time_group(start_tai: float, duration: float, cadence: float | None) -> str:
+    """``start/duration[@Ns]`` (a chunk: end excluded) with the start as a JSOC TAI string."""
+    text = f"{format_tai(start_tai)}/{format_duration(duration)}"
+    return text + (f"@{format_value(cadence)}s" if cadence else "")
+
+
+def range_group(start_tai: float, end_tai: float, cadence: float | None) -> str:
+    """``start-end[@Ns]`` in TAI, both ends included: what sunpy's ``a.Time`` (and
+    ``a.Sample``) send to JSOC."""
+    text = f"{format_tai(start_tai)}-{format_tai(end_tai)}"
     return text + (f"@{format_value(cadence)}s" if cadence else "")
 
 
 def build_recordset(spec: JobSpec, meta: SeriesMeta) -> str:
-    """The DRMS record-set string for the whole job (a recordset job's own string)."""
+    """The DRMS record-set string of the whole job, as sunpy and drms users write it
+    (``series[start-end@cadence]…``, both ends included; a recordset job's own string)."""
     if spec.recordset is not None:
         return spec.recordset
     if spec.start_tai is None or spec.end_tai is None:
         raise SpecError(["a follow job's recordset is built per check, not for the whole job"])
-    time_key = meta.time_key()
-    units = next((k.units for k in meta.keywords if time_key and k.name == time_key.name), "")
-    group = time_group(spec.start_tai, spec.end_tai - spec.start_tai, spec.cadence_seconds,
-                       iso=units.upper() in ("UTC", "UT", "Z"))
+    group = range_group(spec.start_tai, spec.end_tai, spec.cadence_seconds)
     return recordset_template(spec, meta).render(group)
 
 
@@ -154,6 +162,7 @@ class ChunkPlan(BaseModel):
     suffix: str = ""
     records_per_slot: float = 1.0
     bytes_per_record: int = 0
+    until: float | None = None  # a time key without slots: the job's end (TAI), included
 
     def slots(self) -> range:
         """The slot indices this chunk selects."""
@@ -166,6 +175,8 @@ def _make_chunk(
     """A chunk of ``count`` sampled slots starting at slot ``first``."""
     span = ((count - 1) * stride + 1) * grid.step
     start_tai = slot_time(first, grid.epoch, grid.step)
+    if base.get("until") is not None:  # by value: stop just after the job's end, not a step on
+        span = round(min(span, base["until"] - start_tai + END_MARGIN), 3)
     records = math.ceil(count * base["records_per_slot"] - 1e-9)
     group = time_group(start_tai, span, base["cadence"])
     return ChunkPlan(
@@ -199,6 +210,55 @@ def chunk_slot_count(records_per_slot: float, bytes_per_record: int, max_records
     return max(1, math.floor(limit)) if math.isfinite(limit) else 2**62
 
 
+def job_slots(spec: JobSpec, meta: SeriesMeta, until: float | None = None) -> range:
+    """Sampled slot indices of the job, in order: the slots nearest ``start`` and ``end`` and
+    every sampled one between, both ends included (JSOC's ``a-b``, as sunpy selects them). A
+    follow job has no end: its range stops before ``until`` (TAI seconds, excluded)."""
+    key, start = meta.time_key(), spec.start_tai
+    end = spec.end_tai if spec.end is not None else until
+    if key is None or start is None or end is None:
+        raise SpecError(["planning needs a time prime key, start, and end (or until for follow)"])
+    grid = slot_grid(meta, key, start)
+    if spec.end is not None:
+        if end < start:
+            return range(0)
+        return interval_slots(start, end, grid.epoch, grid.step, grid.round_,
+                              spec.cadence_seconds)
+    if end <= start:
+        return range(0)
+    return duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
+                                spec.cadence_seconds)
+
+
+def by_value_end(spec: JobSpec, key: PrimeKeyInfo) -> float | None:
+    """A bounded job on a time key without slots: its end (chunks are cut on a 1 s grid and
+    the last one stops just after it); None otherwise."""
+    return spec.end_tai if spec.end is not None and not (key.slotted and key.step) else None
+
+
+def chunks_over(
+    spec: JobSpec, meta: SeriesMeta, slots: range, *, first_seq: int = 0,
+    max_records: int = DEFAULT_MAX_RECORDS, max_bytes: int = DEFAULT_MAX_BYTES,
+    bytes_per_record: int = 0, records_per_slot: float | None = None,
+) -> Iterator[ChunkPlan]:
+    """Chunks of the sampled ``slots`` (a half-open piece of the job's range), lazily; the
+    first one gets seq ``first_seq``."""
+    time_key = meta.time_key()
+    if time_key is None or spec.start_tai is None:
+        raise SpecError(["planning needs a time prime key and start"])
+    grid = slot_grid(meta, time_key, spec.start_tai)
+    rps = float(records_per_slot or multiplicity(spec, meta))  # a sample of 0 proves nothing
+    template = recordset_template(spec, meta)
+    per_chunk = chunk_slot_count(rps, bytes_per_record, max_records, max_bytes)
+    base = dict(prefix=template.prefix, suffix=template.suffix, cadence=spec.cadence_seconds,
+                records_per_slot=rps, bytes_per_record=bytes_per_record,
+                until=by_value_end(spec, time_key))
+    for i in range(math.ceil(len(slots) / per_chunk)):
+        sampled = slots[i * per_chunk:(i + 1) * per_chunk]
+        yield _make_chunk({**base, "seq": first_seq + i}, grid, sampled.start, len(sampled),
+                          slots.step)
+
+
 def plan_chunks(
     spec: JobSpec, meta: SeriesMeta, *, max_records: int = DEFAULT_MAX_RECORDS,
     max_bytes: int = DEFAULT_MAX_BYTES, bytes_per_record: int = 0,
@@ -210,33 +270,20 @@ def plan_chunks(
     ``records_per_slot`` (e.g. rs_summary of a sample / its slots) overrides the count implied
     by the spec unless it is 0; for a time key without slots it means records per second.
     ``start_after`` is the last seq already stored: planning resumes after it. ``until`` (TAI
-    seconds or a time string) ends a follow job's range. A recordset job is one chunk.
+    seconds or a time string, excluded) ends a follow job's range. A recordset job is one chunk.
     """
     if spec.recordset is not None:
         if start_after is None or start_after < 0:
             yield ChunkPlan(seq=0, recordset=spec.recordset, start=None, duration=None,
                             est_records=0, est_bytes=0, bytes_per_record=bytes_per_record)
         return
-    time_key, start = meta.time_key(), spec.start_tai
-    end = spec.end_tai if spec.end is not None else until
-    if isinstance(end, str):
-        end = parse_time(end)
-    if time_key is None or start is None or end is None:
-        raise SpecError(["planning needs a time prime key, start, and end (or until for follow)"])
-    if end <= start:
-        return
-    grid = slot_grid(meta, time_key, start)
-    rps = float(records_per_slot or multiplicity(spec, meta))  # a sample of 0 proves nothing
-    template = recordset_template(spec, meta)
-    whole = duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
-                                 spec.cadence_seconds)
-    per_chunk = chunk_slot_count(rps, bytes_per_record, max_records, max_bytes)
-    base = dict(prefix=template.prefix, suffix=template.suffix, cadence=spec.cadence_seconds,
-                records_per_slot=rps, bytes_per_record=bytes_per_record)
-    total = math.ceil(len(whole) / per_chunk)
-    for seq in range((start_after + 1) if start_after is not None else 0, total):
-        sampled = whole[seq * per_chunk:(seq + 1) * per_chunk]
-        yield _make_chunk({**base, "seq": seq}, grid, sampled.start, len(sampled), whole.step)
+    whole = job_slots(spec, meta, parse_time(until) if isinstance(until, str) else until)
+    skip = (start_after + 1) if start_after is not None else 0
+    per_chunk = chunk_slot_count(float(records_per_slot or multiplicity(spec, meta)),
+                                 bytes_per_record, max_records, max_bytes)
+    yield from chunks_over(spec, meta, whole[skip * per_chunk:], first_seq=skip,
+                           max_records=max_records, max_bytes=max_bytes,
+                           bytes_per_record=bytes_per_record, records_per_slot=records_per_slot)
 
 
 def sample_recordset(spec: JobSpec, meta: SeriesMeta, slots: int = 10) -> tuple[str, int]:
@@ -262,7 +309,7 @@ def split_chunk(chunk: ChunkPlan) -> tuple[ChunkPlan, ChunkPlan]:
             "be split further; ask for fewer segments or prime-key values per job")
     grid = SlotGrid(*chunk.grid)
     base = chunk.model_dump(include={"seq", "prefix", "suffix", "cadence", "records_per_slot",
-                                     "bytes_per_record"})
+                                     "bytes_per_record", "until"})
     half = chunk.slot_count // 2
     first = _make_chunk({**base, "part": chunk.part + "0"}, grid, chunk.first_slot, half,
                         chunk.stride)
@@ -274,10 +321,7 @@ def split_chunk(chunk: ChunkPlan) -> tuple[ChunkPlan, ChunkPlan]:
 
 def count_slots(spec: JobSpec, meta: SeriesMeta) -> int:
     """Sampled slots in the whole job's range (0 for a recordset or open-ended job)."""
-    key, start, end = meta.time_key(), spec.start_tai, spec.end_tai
-    if spec.recordset is not None or key is None or start is None or end is None:
+    if spec.recordset is not None or meta.time_key() is None or spec.start_tai is None \
+            or spec.end_tai is None:
         return 0
-    grid = slot_grid(meta, key, start)
-    return len(duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
-                                    spec.cadence_seconds))
-
+    return len(job_slots(spec, meta))

@@ -18,12 +18,16 @@ DRMS_EPOCH = datetime(1977, 1, 1)  # on the TAI scale
 DAY = 86400.0
 ACCEPTED_TIME_FORMATS = (
     "JSOC style 2014.01.01_00:00:45_TAI, 2014.01.01_00:00_TAI, 2014.01.01_TAI, 2014.01.01_13, "
-    "2014.01.01 (no zone means UTC; zones TAI, UTC, UT, Z) or ISO 8601 2014-01-01T00:00:00Z, "
+    "2014.01.01 (no zone means UTC; zones TAI, UTC, UT, Z), ISO 8601 2014-01-01T00:00:00Z, "
     "2014-01-01T00:00:00.5, 2014-01-01 00:00, 2014-01-01 (UTC unless it ends in _TAI or ' TAI'; "
-    "offsets like +02:00 are allowed)"
+    "offsets like +02:00 are allowed), sunpy's forms such as 2014/01/01 00:00, "
+    "2014-Jan-01 00:00, 01-Jan-2014, 20140101T000000, 20140101_0000, 2014:001:00:00:00, "
+    "or anything else astropy.time.Time parses"
 )
 MAX_OFFSET_HOURS = 14  # the widest UTC offsets in use are -12:00 and +14:00
-ACCEPTED_DURATIONS = "a number with unit s, m, h or d, e.g. 45s, 10m, 1.5h, 1d"
+ACCEPTED_DURATIONS = ("a number with a time unit, e.g. 45s, 10m, 10 min, 1.5h, 1 hour, 1d, "
+                      "2 days (s/sec/second, m/min/minute, h/hr/hour, d/day, or any astropy "
+                      "time unit)")
 
 
 class TimeFormatError(ValueError):
@@ -112,7 +116,11 @@ def parse_calendar(text: str) -> tuple[datetime, str, bool]:
     stripped = text.strip()
     match = _JSOC_RE.fullmatch(stripped) or _ISO_RE.fullmatch(stripped)
     if match is None:
-        raise TimeFormatError(f"cannot parse time {text!r}. Accepted: {ACCEPTED_TIME_FORMATS}")
+        other = _strptime_forms(stripped) or _astropy_time(stripped)
+        if other is None:
+            raise TimeFormatError(
+                f"cannot parse time {text!r}. Accepted: {ACCEPTED_TIME_FORMATS}")
+        return other
     parts = match.groupdict()
     zone = (parts.get("zone") or "UTC").strip(" _").upper()
     scale = "TAI" if zone == "TAI" else "UTC"
@@ -135,6 +143,48 @@ def parse_calendar(text: str) -> tuple[datetime, str, bool]:
         delta = timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
         calendar = calendar - delta if off[0] == "+" else calendar + delta
     return calendar, scale, leap
+
+
+# sunpy's other string forms (sunpy.time.parse_time), with an optional zone suffix
+_CLOCKS = ("%H:%M:%S.%f", "%H:%M:%S", "%H:%M")
+_STRPTIME_FORMATS = (
+    *(f"{date}{sep}{clock}" for date, seps in (("%Y/%m/%d", " T"), ("%Y-%b-%d", " "),
+                                                ("%d-%b-%Y", " "))
+      for sep in seps for clock in _CLOCKS),
+    "%Y/%m/%d", "%Y-%b-%d", "%d-%b-%Y",
+    # without separators the shorter form goes first (strptime takes one-digit hours)
+    "%Y%m%dT%H%M%S.%f", "%Y%m%dT%H%M", "%Y%m%dT%H%M%S", "%Y%m%d_%H%M", "%Y%m%d_%H%M%S",
+    "%Y%m%d%H%M", "%Y%m%d%H%M%S", "%Y:%j:%H:%M:%S.%f", "%Y:%j:%H:%M:%S",
+)
+_ZONE_SUFFIX_RE = re.compile(r"(?P<body>.*?)(?:[ _]?(?P<zone>TAI|UTC|UT|Z))?", re.IGNORECASE)
+
+
+def _strptime_forms(text: str) -> tuple[datetime, str, bool] | None:
+    """sunpy's slash, month-name, compact and day-of-year forms (UTC unless they say TAI)."""
+    match = _ZONE_SUFFIX_RE.fullmatch(text)
+    body, zone = (match["body"], match["zone"]) if match else (text, None)
+    scale = "TAI" if (zone or "").upper() == "TAI" else "UTC"
+    for fmt in _STRPTIME_FORMATS:
+        try:
+            return datetime.strptime(body, fmt), scale, False
+        except ValueError:
+            continue
+    return None
+
+
+def _astropy_time(text: str) -> tuple[datetime, str, bool] | None:
+    """Anything else astropy.time.Time parses (e.g. J2000.5), on its UTC or TAI calendar."""
+    if not any(ch.isdigit() for ch in text):
+        return None
+    from astropy.time import Time  # only for unusual forms: the import is slow
+
+    try:
+        parsed = Time(text)
+        scale = "TAI" if parsed.scale == "tai" else "UTC"
+        value = parsed if scale == "TAI" else parsed.utc
+        return value.to_datetime(), scale, False
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def parse_time(text: str) -> float:
@@ -168,21 +218,41 @@ def format_iso_utc(tai: float) -> str:
     return f"{dt:%Y-%m-%dT%H:%M}:{_seconds_text(sec)}Z"
 
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])", re.IGNORECASE)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+_UNIT_ALIASES = {
+    "s": ("s", "sec", "secs", "second", "seconds"),
+    "m": ("m", "min", "mins", "minute", "minutes"),
+    "h": ("h", "hr", "hrs", "hour", "hours"),
+    "d": ("d", "day", "days"),
+}
+_UNITS = {alias: _UNIT_SECONDS[unit] for unit, names in _UNIT_ALIASES.items() for alias in names}
+
+
+def _astropy_seconds(text: str) -> float | None:
+    """Seconds of an astropy quantity string in a time unit ("1 week", "3600000 ms")."""
+    import astropy.units as u  # only for unusual units: the import is slow
+
+    try:
+        return float(u.Quantity(text).to_value(u.s))
+    except (ValueError, TypeError, u.UnitsError):
+        return None
 
 
 def parse_duration(value: str | float | int) -> float:
-    """"45s", "10m", "1.5h", "1d" (or a plain number of seconds) -> seconds, > 0."""
+    """"45s", "10 min", "1.5h", "1 day" (or a plain number of seconds) -> seconds, > 0."""
     if isinstance(value, bool):
         raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds: float | None = float(value)
     else:
-        match = _DURATION_RE.fullmatch(str(value).strip())
-        if match is None:
+        text = str(value).strip()
+        match = _DURATION_RE.fullmatch(text)
+        unit = _UNITS.get(match[2].lower()) if match else None
+        seconds = float(match[1]) * unit if match and unit else \
+            (_astropy_seconds(text) if match else None)
+        if seconds is None:
             raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
-        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()]
     if not math.isfinite(seconds) or seconds <= 0:
         raise TimeFormatError(f"a duration must be positive ({ACCEPTED_DURATIONS}); got {value!r}")
     return seconds

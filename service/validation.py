@@ -15,7 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.jobspec import BUILTIN_TEMPLATE_FIELDS, JobSpec, SpecError, template_fields
+from service.jobspec import (
+    BUILTIN_TEMPLATE_FIELDS,
+    JobSpec,
+    SpecError,
+    format_value,
+    template_fields,
+)
 from service.jsoc.metadata import SeriesMeta
 from service.timeutil import format_tai, parse_time
 
@@ -105,6 +111,20 @@ def _prime_key_problems(spec: JobSpec, meta: SeriesMeta) -> list[str]:
             problems.append(f"give the wavelength either as wavelengths or as prime_keys."
                             f"{WAVELENGTH_KEY}, not both")
     return problems
+
+
+def wavelength_problems(wanted: Iterable[float], series: str,
+                        available: list[float]) -> list[str]:
+    """Wavelengths asked for that the series does not have (``available``: its values; an
+    empty list means unknown, and nothing is refused)."""
+    if not available:
+        return []
+    missing = [w for w in wanted if w not in available]
+    if not missing:
+        return []
+    shown = ", ".join(format_value(w) for w in missing)
+    return [f"{WAVELENGTH_KEY} {shown} is not a wavelength of {series}; it has "
+            f"{', '.join(format_value(w) for w in available)}"]
 
 
 def _time_problems(spec: JobSpec, meta: SeriesMeta) -> list[str]:

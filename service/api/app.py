@@ -42,19 +42,23 @@ def package_version() -> str:
         return "0"
 
 
-def _jsoc_lookup(app: web.Application, settings: Settings) -> SeriesLookup:
-    """Series metadata from the configured JSOC server (client opened with the app)."""
-    key = web.AppKey("jsoc_client", JsocClient)
+async def _not_running(series: str) -> SeriesMeta:
+    raise RuntimeError("the API app is not running")
 
+
+def _jsoc_client(app: web.Application, settings: Settings, context: ApiContext) -> SeriesLookup:
+    """Open a client of the configured JSOC server with the app (``context.jsoc``) and return
+    a series-metadata lookup through it (``series_struct``)."""
     async def client_ctx(app: web.Application) -> AsyncIterator[None]:
-        app[key] = JsocClient(settings.jsoc_url)
+        context.jsoc = JsocClient(settings.jsoc_url)
         yield
-        await app[key].close()
+        await context.jsoc.close()
 
     app.cleanup_ctx.append(client_ctx)
 
     async def lookup(series: str) -> SeriesMeta:
-        return await app[key].series_struct(series)
+        assert context.jsoc is not None, "the app is not running"
+        return await context.jsoc.series_struct(series)
 
     return lookup
 
@@ -72,9 +76,10 @@ def create_app(settings: Settings, repo: Repo, *,
     middlewares.append(repo_errors_middleware)
     middlewares.append(make_admission_middleware())
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
-    lookup = series_lookup or _jsoc_lookup(app, settings)
-    context = ApiContext(settings=settings, repo=repo, series_lookup=lookup,
+    context = ApiContext(settings=settings, repo=repo, series_lookup=_not_running,
                          version=package_version())
+    jsoc_lookup = _jsoc_client(app, settings, context)
+    context.series_lookup = series_lookup or jsoc_lookup
     endpoints = [*ENDPOINTS, *OVERVIEW_ENDPOINTS, *OPS_ENDPOINTS]
     context.openapi = build_openapi(endpoints, API_PREFIX, auth=bool(token),
                                     version=context.version)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.admission import Coalescer
 from service.api.deletion import collect_job_files, delete_job_files, delete_manifest
-from service.api.intake import SeriesLookup, check_against_jsoc, parse_spec, read_json_object
+from service.api.intake import SeriesLookup, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
 from service.api.problems import ApiProblem, Handler, json_response, validation_problem
 from service.api.rates import (
@@ -34,6 +34,7 @@ from service.api.schemas import (
     JobOut,
     JobPage,
     OpenApiDocument,
+    PreviewOut,
     WorkerList,
     export_out,
     file_out,
@@ -42,8 +43,10 @@ from service.api.schemas import (
     mirror_status,
     worker_out,
 )
+from service.api.vetting import job_recordset, preview_spec, vet_at_jsoc, vet_spec
 from service.db.repo import InvalidTransition, NotFound, Repo
 from service.jobspec import JobSpec
+from service.jsoc.client import JsocClient
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -64,6 +67,7 @@ class ApiContext:
     rates: RateTracker = field(default_factory=RateTracker)
     openapi: dict[str, Any] = field(default_factory=dict)
     status_reads: Coalescer = field(default_factory=Coalescer)  # GET /jobs/{id} shared
+    jsoc: JsocClient | None = None  # opened with the app
 
 
 CONTEXT = web.AppKey("jsoc_bulk_api", ApiContext)
@@ -123,21 +127,33 @@ async def submit_job(request: web.Request) -> web.Response:
     c = ctx(request)
     key = _idempotency_key(request)
     spec = parse_spec(await read_json_object(request, "job spec"))
-    await check_against_jsoc(spec, c.series_lookup)
+    meta = await vet_spec(spec, c.series_lookup, c.jsoc)
     notify = spec.notify_or(c.settings.email)
     if notify is None:
         raise ApiProblem(422, "notify-required", "Notify email required",
                          "give notify (an email registered with JSOC): the server has no "
                          "default email configured (JSOC_BULK_EMAIL)")
+    verdict = await vet_at_jsoc(spec, meta, notify, c.jsoc)
     stored = spec.model_dump(mode="json")
     job, created = await c.repo.create_job(stored, notify_email=notify, priority=spec.priority,
                                            idempotency_key=key, follow=spec.follow)
+    if created and verdict is not None and verdict.outcome != "ok":
+        await c.repo.add_event(job.id, "notify-unchecked", f"{verdict.message}; the address "
+                               "is checked again before the first export", level="warning")
     if not created and _canonical(job.spec) != _canonical(stored):
         raise ApiProblem(422, "idempotency-key-reused", "Idempotency-Key reused",
                          f"Idempotency-Key {key!r} was already used for job {job.id} with a "
                          "different spec; use a new key for a new job")
     return json_response(job_out(job), status=202 if created else 200,
                          headers={"Location": _location(job.id)})
+
+
+async def preview_job(request: web.Request) -> web.Response:
+    """POST /jobs/preview: what the spec selects (records, bytes, exports), nothing stored."""
+    c = ctx(request)
+    spec = parse_spec(await read_json_object(request, "job spec"))
+    result = await preview_spec(spec, c.series_lookup, c.jsoc, c.settings)
+    return json_response(PreviewOut(**vars(result)))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -172,6 +188,7 @@ async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
     detail.files_total = estimated_files(summary, total)
     detail.download_dir = _root(c)
     detail.active_exports = [export_out(e) for e in await c.repo.active_exports(job.id)]
+    detail.recordset = await job_recordset(job.spec, c.series_lookup)
     return detail
 
 
@@ -265,6 +282,9 @@ ENDPOINTS: list[Endpoint] = [
                                    "maxLength": MAX_IDEMPOTENCY_KEY,
                                    "pattern": IDEMPOTENCY_KEY_PATTERN}),),
              extra_ok={200: "The job created earlier with this Idempotency-Key"}),
+    Endpoint("POST", "/jobs/preview", preview_job, "previewJob",
+             "What a job spec selects: records, bytes, exports (nothing is stored)",
+             response=PreviewOut, body=JobSpec, errors=(503,)),
     Endpoint("GET", "/jobs", list_jobs, "listJobs", "List jobs", response=JobPage,
              query=JobListQuery, errors=(400,)),
     Endpoint("GET", "/jobs/{job_id}", get_job, "getJob", "Job status and progress",

@@ -113,6 +113,9 @@ class JobDetail(JobOut):
     active_exports: list[ExportOut] = Field(
         default_factory=list, description="Exports being staged or polled, and the newest "
         "ready ones (at most a few dozen)")
+    recordset: str | None = Field(
+        None, description="The record set the job resolved to (start-end, both ends included, "
+        "as sunpy and drms write it); null for a mirror")
     covered_until: str | None = Field(
         None, description="Follow jobs: every record before this time (JSOC TAI string) is "
         "downloaded or failed; later ones are being fetched or not planned yet")
@@ -128,6 +131,23 @@ class JobDetail(JobOut):
         None, description="Follow jobs: when JSOC is next asked for new and late records")
     last_check_at: datetime | None = Field(
         None, description="Follow jobs: when JSOC was last asked")
+
+
+class PreviewOut(BaseModel):
+    """What a job spec selects at JSOC, from rs_summary and rs_list (nothing is stored)."""
+
+    recordset: str | None = Field(description="The job's record set, as sunpy and drms write "
+                                  "it: start-end with both ends included")
+    records: int = Field(description="Records JSOC has for it (0: the job would select "
+                         "nothing and is refused on submit)")
+    est_bytes: int = Field(description="Estimated bytes: mean *size* of a few records times "
+                           "records")
+    exports: int = Field(description="Exports the range is cut into (about; from the mean "
+                         "density and the chunk limits)")
+    first_record: str | None
+    last_record: str | None
+    export_recordsets: list[str] = Field(description="Record sets of the first exports")
+    message: str = Field(description="One line for people, e.g. '0 records: …'")
 
 
 class MirrorStatus(BaseModel):

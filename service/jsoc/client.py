@@ -52,6 +52,7 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=30.0, sock_connect=3
 PENDING_OR_DONE = frozenset({0, 1, 2, 12})
 ROUND_TRIP_SAMPLES = 20
 PING_FILTER = "^jsoc_bulk_reachability_check$"
+SERIES_DBHOST = "hmidb2"  # showextseries' dbhost, as drms sends it
 _SERIES_CACHE: dict[str, dict[str, SeriesMeta]] = {}  # server base URL -> series -> metadata
 
 
@@ -381,6 +382,21 @@ class JsocClient:
         """The cheapest question JSOC answers (show_series of a name that matches nothing):
         raises JsocError when JSOC cannot be reached."""
         await self._get_json("show_series", {"filter": PING_FILTER})
+
+    async def series_list(self) -> list[str]:
+        """Every series name JSOC lists: ``showextseries`` (what drms asks JSOC), or plain
+        ``show_series`` when the wrapper is missing or fails."""
+        try:
+            payload = await self._get_json("showextseries", {"dbhost": SERIES_DBHOST})
+            listed = payload.get("seriesList")
+            if not payload.get("errMsg") and isinstance(listed, list):
+                return [next(iter(n)) if isinstance(n, dict) else str(n) for n in listed if n]
+        except JsocHttpError:
+            pass
+        payload = await self._get_json("show_series", {})
+        if _as_int(payload.get("status"), 1) != 0:
+            raise JsocPermanentError(f"show_series failed: {payload.get('errmsg')}", status=1)
+        return [str(n.get("name")) for n in payload.get("names") or [] if isinstance(n, dict)]
 
     async def check_address(self, email: str) -> int:
         """checkAddress status (2 = registered). The address is double-encoded, as drms does."""

@@ -25,11 +25,11 @@ from typing import Any
 from service.db.repo import PlanClaim
 from service.db.repo_plan import FollowState
 from service.jobspec import JobSpec
+from service.jsoc.lookups import newest_recordset, time_values
 from service.jsoc.metadata import SeriesMeta
 from service.planner import SlotGrid, multiplicity, recordset_template, slot_grid, time_group
 from service.stages.context import JobEstimate, StageContext
 from service.timeutil import (
-    TimeFormatError,
     cadence_stride,
     format_tai,
     parse_time,
@@ -97,41 +97,19 @@ def recheck_window(spec: JobSpec) -> float:
 
 def sample_spec(spec: JobSpec, tl: Timeline, frontier: int) -> JobSpec:
     """The first few slots of a follow job that JSOC has data for, as a bounded job."""
-    end = min(tl.first + SAMPLE_SLOTS * tl.stride, frontier)
-    return spec.model_copy(update={"end": format_tai(tl.until(end)), "follow": False,
+    end = min(tl.first + SAMPLE_SLOTS * tl.stride, frontier)  # excluded
+    return spec.model_copy(update={"end": format_tai(tl.time(end - 1)), "follow": False,
                                    "lag": None, "check_interval": None})
 
 
 # --- asking JSOC --------------------------------------------------------------------------------
-
-def newest_recordset(meta: SeriesMeta) -> str:
-    """``series[$]`` with ``$`` on the time key and every other prime key open."""
-    key = meta.time_key()
-    groups = ["$" if key is not None and pk.name == key.name else "" for pk in meta.primekeys]
-    while groups and groups[-1] == "":
-        groups.pop()
-    return meta.name + "".join(f"[{g}]" for g in groups)
-
-
-def _times(reply: dict[str, Any], key: str) -> list[float]:
-    for column in reply.get("keywords") or []:
-        if str(column.get("name", "")).upper() == key.upper():
-            out = []
-            for value in column.get("values") or []:
-                try:
-                    out.append(parse_time(str(value)))
-                except TimeFormatError:
-                    continue  # MISSING and the like
-            return out
-    return []
-
 
 async def jsoc_frontier(ctx: StageContext, meta: SeriesMeta, tl: Timeline) -> int | None:
     """The slot after JSOC's newest record of the series (None when it has none)."""
     key = meta.time_key()
     assert key is not None
     reply = await ctx.jsoc.rs_list(newest_recordset(meta), keys=[key.name], n=-1)
-    times = _times(reply, key.name)
+    times = time_values(reply, key.name)
     return tl.index(max(times)) + 1 if times else None
 
 
@@ -150,7 +128,7 @@ async def late_slots(ctx: StageContext, job_id: str, spec: JobSpec, meta: Series
     reply = await ctx.jsoc.rs_list(window_recordset(spec, meta, tl, slots), keys=[key.name],
                                    rec_index=True)
     names = [str(r.get("name", "")).strip().lower() for r in reply.get("recinfo") or []]
-    times = _times(reply, key.name)
+    times = time_values(reply, key.name)
     if not names:
         return []
     held = await ctx.repo.window_contents(job_id, format_tai(tl.time(slots.start) - 1),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -19,13 +20,17 @@ from pydantic import ValidationError
 
 from service.db.repo import InvalidTransition, LeaseLost, NotFound, PlanClaim
 from service.jobspec import JobSpec, SpecError
+from service.jsoc.lookups import check_email, record_sizes
 from service.jsoc.metadata import SeriesMeta
-from service.jsoc.status import JsocError, StatusKind
+from service.jsoc.status import JsocError, JsocTransientError, StatusKind
 from service.ops import metrics
 from service.ops.logs import log_context
 from service.planner import (
     ChunkPlan,
     ChunkSplitError,
+    by_value_end,
+    chunks_over,
+    job_slots,
     multiplicity,
     plan_chunks,
     recordset_template,
@@ -37,7 +42,6 @@ from service.stages.context import JobEstimate, StageContext
 from service.stages.reply_errors import note_malformed
 from service.timeutil import (
     cadence_stride,
-    duration_range_slots,
     format_tai,
     parse_time,
     slot_index,
@@ -73,22 +77,25 @@ def job_spec(raw: dict[str, Any]) -> JobSpec:
 # --- pure planning ------------------------------------------------------------------------------
 
 def job_range(spec: JobSpec, meta: SeriesMeta, until: float | None = None) -> range:
-    """Sampled slot indices of the whole job (a follow job: up to ``until``)."""
-    key, start = meta.time_key(), spec.start_tai
-    end = spec.end_tai if spec.end is not None else until
-    if key is None or start is None or end is None:
-        raise SpecError(["planning needs a time prime key, start, and end"])
-    if end <= start:
-        return range(0)
-    grid = slot_grid(meta, key, start)
-    return duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
-                                spec.cadence_seconds)
+    """Sampled slot indices of the whole job (a follow job: up to ``until``, excluded)."""
+    return job_slots(spec, meta, until)
+
+
+def remaining(whole: range, first_slot: int) -> range:
+    """The sampled slots of ``whole`` at or after slot ``first_slot``."""
+    if first_slot <= whole.start:
+        return whole
+    return whole[-(-(first_slot - whole.start) // whole.step):]
 
 
 def next_chunks(spec: JobSpec, meta: SeriesMeta, estimate: JobEstimate,
                 planned_until: str | None, *, limit: int, max_records: int, max_bytes: int,
                 until: float | None = None) -> tuple[list[ChunkPlan], str | None, bool]:
-    """The next ``limit`` chunks after the cursor: (chunks, new cursor, planning done)."""
+    """The next ``limit`` chunks after the cursor: (chunks, new cursor, planning done).
+
+    The cursor is the time of the first slot not planned yet, so the chunks of successive
+    calls are consecutive half-open pieces of the job's range: none overlaps or leaves a gap.
+    """
     if spec.recordset is not None:
         if planned_until is not None:
             return [], planned_until, True
@@ -98,26 +105,20 @@ def next_chunks(spec: JobSpec, meta: SeriesMeta, estimate: JobEstimate,
     key = meta.time_key()
     assert key is not None and spec.start_tai is not None
     grid = slot_grid(meta, key, spec.start_tai)
-    first = whole.start
+    rest = whole
     if planned_until is not None:
-        first = slot_index(parse_time(planned_until), grid.epoch, grid.step, grid.round_)
-    if first >= whole.stop:
+        rest = remaining(whole, slot_index(parse_time(planned_until), grid.epoch, grid.step,
+                                           grid.round_))
+    if not rest:
         return [], planned_until, True
-    rest = spec.model_copy(update={
-        "start": format_tai(slot_time(first, grid.epoch, grid.step)),
-        "end": format_tai(slot_time(whole.stop, grid.epoch, grid.step)), "follow": False})
-    chunks = list(islice(plan_chunks(
-        rest, meta, max_records=max_records, max_bytes=max_bytes,
+    chunks = list(islice(chunks_over(
+        spec, meta, rest, max_records=max_records, max_bytes=max_bytes,
         bytes_per_record=estimate.bytes_per_record,
         records_per_slot=estimate.records_per_slot), limit))
-    if not chunks:
-        return [], planned_until, True
     last = chunks[-1]
-    assert last.grid is not None
     after = last.first_slot + last.slot_count * last.stride
-    cursor_tai = slot_time(after, last.grid[0], last.grid[1])
-    done = slot_index(cursor_tai, grid.epoch, grid.step, grid.round_) >= whole.stop
-    return chunks, format_tai(cursor_tai), done
+    cursor_tai = slot_time(after, grid.epoch, grid.step)
+    return chunks, format_tai(cursor_tai), not remaining(whole, after)
 
 
 def chunk_row(chunk: ChunkPlan, seq: int | None = None) -> dict[str, Any]:
@@ -142,7 +143,9 @@ def stored_chunk_plan(spec: JobSpec, meta: SeriesMeta, *, seq: int, part: str, r
     grid = slot_grid(meta, key, spec.start_tai)
     start, span = parse_time(start_time), parse_time(end_time) - parse_time(start_time)
     stride = cadence_stride(spec.cadence_seconds, grid.step)
-    count = max(1, round((span / grid.step - 1) / stride) + 1)
+    until = by_value_end(spec, key)
+    count = max(1, math.ceil(span / grid.step - 1e-6) if until is not None
+                else round((span / grid.step - 1) / stride) + 1)
     template = recordset_template(spec, meta)
     rps = float(multiplicity(spec, meta))
     records = max(1, round(count * rps))
@@ -152,17 +155,10 @@ def stored_chunk_plan(spec: JobSpec, meta: SeriesMeta, *, seq: int, part: str, r
         first_slot=slot_index(start, grid.epoch, grid.step, grid.round_), slot_count=count,
         stride=stride, grid=(grid.epoch, grid.step, grid.round_), cadence=spec.cadence_seconds,
         prefix=template.prefix, suffix=template.suffix, records_per_slot=rps,
-        bytes_per_record=(est_bytes or 0) // records)
+        bytes_per_record=(est_bytes or 0) // records, until=until)
 
 
 # --- estimates ----------------------------------------------------------------------------------
-
-def _sizes(reply: dict[str, Any]) -> list[int]:
-    for key in reply.get("keywords") or []:
-        if str(key.get("name")) == "*size*":
-            return [int(v) for v in key.get("values") or [] if str(v).isdigit()]
-    return []
-
 
 async def estimate(ctx: StageContext, job_id: str, spec: JobSpec,
                    meta: SeriesMeta) -> JobEstimate:
@@ -177,7 +173,7 @@ async def estimate(ctx: StageContext, job_id: str, spec: JobSpec,
     count, listing = await asyncio.gather(  # two round trips at once
         ctx.jsoc.rs_summary(sample),
         ctx.jsoc.rs_list(sample, keys=["*size*"], n=SIZE_SAMPLE_RECORDS))
-    sizes = _sizes(listing) if count else []
+    sizes = record_sizes(listing) if count else []
     result = JobEstimate(records_per_slot=(count / slots) if slots and count else None,
                          bytes_per_record=sum(sizes) // len(sizes) if sizes else 0)
     ctx.estimates[job_id] = result
@@ -219,6 +215,9 @@ async def _plan(ctx: StageContext, claim: PlanClaim) -> None:
         delay = await plan_job(ctx, claim)
     except SpecError as exc:
         await _fail(ctx, claim, f"cannot plan this job: {exc}")
+        return
+    except NotifyRefused as exc:
+        await _fail(ctx, claim, str(exc))
         return
     except JsocError as exc:
         if exc.kind is StatusKind.TRANSIENT:
@@ -271,6 +270,8 @@ async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     spec = job_spec(claim.spec)
     meta = await ctx.jsoc.series_struct(spec.series_name)
     ctx.jsoc_breaker.record_success()
+    if claim.planned_until is None and claim.next_seq == 0:
+        await confirm_notify(ctx, summary.job.notify_email)
     if spec.follow:
         from service.stages.follow import plan_follow  # follow builds on this module
 
@@ -291,6 +292,21 @@ async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
                  claim.next_seq + len(rows) - 1)
         ctx.wakers.poke("submit")
     return None
+
+
+class NotifyRefused(Exception):
+    """JSOC refuses the job's notify address (unregistered, pending or invalid)."""
+
+
+async def confirm_notify(ctx: StageContext, email: str) -> None:
+    """Before a job's first export: JSOC must accept its notify address (checked at submit
+    too, cached; a job accepted while JSOC was unreachable is checked here). Waits while JSOC
+    cannot be asked; an address check that fails otherwise is left to JSOC's export."""
+    verdict = await check_email(ctx.jsoc, email)
+    if verdict.outcome == "refused":
+        raise NotifyRefused(verdict.message)
+    if verdict.outcome == "unreachable":
+        raise JsocTransientError(verdict.message)
 
 
 def split_children(plan: ChunkPlan) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ def test_job_completes_through_every_fault(stack) -> None:
     jsoc, daemon = stack(sim_args=tuple(a for f in FAULTS for a in ("--fault", f)) + tuple(
         sim_args), daemon_args=("--max-chunk-records", "4"))
     foreign = foreign_export(jsoc)
-    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T03:00:00Z"})  # 15 records
+    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T03:00:00Z"})  # 16 records
     wait_for(lambda: any(f["state"] == "done" for f in job_files(daemon, job["id"])), 120,
              "the first file despite the faults")
     sim_faults(jsoc, outage_seconds=OUTAGE_SECONDS)  # JSOC goes down mid-job

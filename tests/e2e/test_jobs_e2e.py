@@ -41,8 +41,8 @@ def test_multi_chunk_job_completes_with_verified_files(stack) -> None:
     final = daemon.wait_job(job["id"], timeout=120)
     assert final["state"] == "succeeded", final
     files = assert_files_verified(daemon, job["id"], jsoc, TEMPLATE_PATTERN)
-    assert len(files) == 20  # 4 hours of 720-s slots
-    assert final["chunks"].get("done", 0) >= 4  # 20 records, at most 6 per export
+    assert len(files) == 21  # 4 hours of 720-s slots, both end slots included (00:00 … 04:00)
+    assert final["chunks"].get("done", 0) >= 4  # 21 records, at most 6 per export
     stats = assert_polite(jsoc, EMAIL)
     assert stats["emails"][EMAIL]["exp_requests"] == final["chunks"]["done"]
 
@@ -51,7 +51,7 @@ def test_sigkill_mid_download_then_restart_resumes(stack) -> None:
     # 4 MB/s: each file of several MB takes a second or two, so the kill lands inside one.
     jsoc, daemon = stack(sim_args=("--file-size", "8M", "--bandwidth", "4M"),
                          daemon_args=("--max-chunk-records", "3"))
-    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T01:12:00Z"})  # 6 records
+    job = daemon.submit({**MAGNETOGRAMS, "end": "2014-01-01T01:12:00Z"})  # 7 records
     wait_for(lambda: any(f["state"] == "done" for f in job_files(daemon, job["id"]))
              and downloading(daemon), 90, "one file done and one part-way")
     done_before = {f["url"] for f in job_files(daemon, job["id"]) if f["state"] == "done"}
@@ -150,10 +150,10 @@ def test_repeated_sigkill_of_many_small_files_restarts_at_once_and_loses_nothing
     final = daemon.wait_job(job["id"], timeout=45)  # well inside one 60 s lease
     assert final["state"] == "succeeded", final
     files = assert_files_verified(daemon, job["id"], jsoc)
-    assert len(files) == 100  # 20 minutes of 12-s slots
+    assert len(files) == 101  # 20 minutes of 12-s slots, both end slots included
     stats = assert_polite(jsoc, EMAIL)
     full = {path: served["full_downloads"] for path, served in stats["files"].items()
             if any(f["url"].endswith(path) for f in files)}
-    assert len(full) == 100 and sum(full.values()) <= 100 + kills, full
+    assert len(full) == 101 and sum(full.values()) <= 101 + kills, full
     largest = max(sim_manifest(jsoc)[urlsplit(f["url"]).path]["size"] for f in files)
     assert stats["bytes_served_again"] <= kills * largest, stats["bytes_served_again"]

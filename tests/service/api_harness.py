@@ -16,6 +16,8 @@ from service.db.repo import Repo
 from service.settings import Settings
 
 EMAIL = "a@example.org"
+OTHER_EMAIL = "b@example.org"  # also registered at the emulator
+PENDING_EMAIL = "waiting@example.org"  # registration pending (checkAddress status 3)
 SPEC = {"series": "hmi.M_720s", "start": "2014.01.01_00:00:00_TAI",
         "end": "2014.01.01_01:00:00_TAI"}
 
@@ -52,7 +54,8 @@ class Api:
 async def served_api(db_url: str, tmp_path: Path, *, jsoc_url: str | None = None,
                      **settings: Any) -> AsyncIterator[Api]:
     """Emulator + repository + API on free ports; ``jsoc_url`` overrides the emulator's URL."""
-    async with run_emulator(tmp_path / "emu", emails=[EMAIL]) as emu:
+    async with run_emulator(tmp_path / "emu", emails=[EMAIL, OTHER_EMAIL],
+                            pending_emails=[PENDING_EMAIL]) as emu:
         config = Settings(**{"data_dir": tmp_path / "data", "database_url": db_url,
                              "email": EMAIL, "jsoc_url": jsoc_url or emu.base_url, **settings})
         repo = Repo.from_url(db_url)

@@ -21,7 +21,7 @@ MIRROR = {"series": SERIES, "start": "2014.01.01_00:00:00_TAI", "follow": True,
 
 
 def small_spec(start: str, slots: int) -> dict[str, Any]:
-    end = format_tai(parse_time(start) + slots * STEP)
+    end = format_tai(parse_time(start) + (slots - 1) * STEP)  # the last slot: ends included
     return {"series": SERIES, "start": start, "end": end, "segments": ["magnetogram"]}
 
 

@@ -77,12 +77,39 @@ def test_jsoc_and_iso_forms() -> None:
     assert format_iso_utc(parse_time("2014-01-01T00:00:01Z")) == "2014-01-01T00:00:01Z"
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "2014.13.01", "2014-01-01T25:00", "2014/01/01",
+@pytest.mark.parametrize("bad", ["yesterday", "2014.13.01", "2014-01-01T25:00", "2014/13/01",
                                  "2014.01.01_00:00:60_TAI", ""])
 def test_bad_times_say_what_is_accepted(bad: str) -> None:
     with pytest.raises(TimeFormatError) as info:
         parse_time(bad)
     assert repr(bad) in str(info.value) or "second" in str(info.value)
+
+
+SUNPY_FORMS = ["2014/01/01 00:00", "2014/01/01 00:00:30.5", "2014/01/01T12:30", "2014/01/01",
+               "2014-Jan-01 06:07:08", "01-Jan-2014 06:07:08", "20140101T060708",
+               "20140101_0607", "201401010607", "2014:001:06:07:08", "2014-01-01 06:07",
+               "2014.01.01_06:07:08_TAI", "2016.05.04_21:08:12.5_TAI", "2016-12-31T23:59:59"]
+
+
+@pytest.mark.parametrize("text", SUNPY_FORMS)
+def test_times_in_sunpy_forms_agree_with_sunpy(text: str) -> None:
+    """What sunpy's a.Time accepts (sunpy.time.parse_time) means the same instant here."""
+    from sunpy.time import parse_time as sunpy_parse_time
+
+    expected = sunpy_parse_time(text).tai
+    epoch = Time("1977-01-01T00:00:00", scale="tai")
+    assert parse_time(text) == pytest.approx((expected - epoch).to_value("s"), abs=1e-5)
+
+
+def test_durations_with_units() -> None:
+    for text, seconds in (("10 min", 600), ("1h", 3600), ("45s", 45), ("1 hour", 3600),
+                          ("2 days", 172800), ("90 sec", 90), ("1.5 hr", 5400),
+                          ("5 Min", 300), ("1 week", 604800), ("3600000 ms", 3600)):
+        assert parse_duration(text) == seconds, text
+    for bad in ("10 metre", "10 parsecs", "min"):
+        with pytest.raises(TimeFormatError, match="a duration must be"):
+            parse_duration(bad)
+    assert parse_job_spec({**BASE, "cadence": "10 min"}).cadence_seconds == 600
 
 
 def test_durations() -> None:
@@ -133,8 +160,10 @@ def test_shape_rules() -> None:
     assert "give either series" in parse_errors({"start": BASE["start"]})[0]
     assert "recordset replaces" in problems_of(recordset="hmi.M_720s[2014.01.01_TAI/1d]")[0]
     assert "end is required unless follow" in parse_errors({**BASE, "end": None})[0]
-    assert "must be before end" in problems_of(start=BASE["end"], end=BASE["start"])[0]
-    assert "must be before end" in problems_of(end=BASE["start"])[0]
+    assert "must not be after end" in problems_of(start=BASE["end"], end=BASE["start"])[0]
+    assert "both ends are included" in problems_of(start=BASE["end"], end=BASE["start"])[0]
+    same = parse_job_spec({**BASE, "end": BASE["start"]})  # start == end: the nearest slot
+    assert same.start_tai == same.end_tai
     assert "follow jobs have no end" in problems_of(follow=True)[0]
     assert "only apply to follow jobs" in problems_of(lag="1h")[0]
 
@@ -157,7 +186,7 @@ def test_time_and_cadence_errors() -> None:
     (message,) = problems_of(start="next tuesday")
     assert message.startswith("start: cannot parse time 'next tuesday'. Accepted: JSOC style")
     (message,) = problems_of(cadence="10")
-    assert message.startswith("cadence: a duration must be a number with unit")
+    assert message.startswith("cadence: a duration must be a number with a time unit")
     assert parse_job_spec({**BASE, "cadence": "10m"}).cadence_seconds == 600
 
 

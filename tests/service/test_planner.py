@@ -9,6 +9,7 @@ import pytest
 
 from service.jobspec import SpecError
 from service.planner import (
+    END_MARGIN,
     ChunkPlan,
     ChunkSplitError,
     build_recordset,
@@ -16,6 +17,7 @@ from service.planner import (
     sample_recordset,
     split_chunk,
 )
+from service.stages.plan import chunk_row, stored_chunk_plan
 from service.timeutil import (
     duration_range_slots,
     interval_slots,
@@ -56,8 +58,8 @@ def selected(recordset: str, epoch: float, step: float, round_: float | None = N
 
 
 def whole_range(spec, epoch: float, step: float, round_: float | None = None) -> range:
-    return duration_range_slots(spec.start_tai, spec.end_tai - spec.start_tai, epoch, step,
-                                round_, spec.cadence_seconds)
+    """The job's slots: JSOC's start-end with both ends included (what sunpy's a.Time asks)."""
+    return interval_slots(spec.start_tai, spec.end_tai, epoch, step, round_, spec.cadence_seconds)
 
 
 # --- slot rules -------------------------------------------------------------------------------
@@ -93,25 +95,28 @@ def test_cadence_keeps_every_kth_slot_from_the_start() -> None:
 # --- recordset building -----------------------------------------------------------------------
 
 def test_recordset_examples() -> None:
+    # sunpy's form (jsoc.py _make_recordset): start-end in TAI, both ends included
     assert build_recordset(job(segments=["magnetogram"]), hmi_meta()) == \
-        "hmi.M_720s[2014.01.01_00:00:00_TAI/2h]{magnetogram}"
+        "hmi.M_720s[2014.01.01_00:00:00_TAI-2014.01.01_02:00:00_TAI]{magnetogram}"
     aia = job(series="aia.lev1_euv_12s", start="2014-01-01T00:00:00Z",
               end="2014-01-01T00:10:00Z", wavelengths=[171, 193], where=["EXPTIME > 1.5"],
               segments=["image"], cadence="60s")
     assert build_recordset(aia, aia_meta()) == \
-        "aia.lev1_euv_12s[2014-01-01T00:00:00Z/10m@60s][171,193][? EXPTIME > '1.5' ?]{image}"
+        "aia.lev1_euv_12s[2014.01.01_00:00:35_TAI-2014.01.01_00:10:35_TAI@60s][171,193]" \
+        "[? EXPTIME > '1.5' ?]{image}"
 
 
 def test_prime_key_groups_follow_declared_order() -> None:
     sharp = job(series="hmi.sharp_720s", prime_keys={"harpnum": [4864, 4865]})
     assert build_recordset(sharp, sharp_meta()).startswith(
-        "hmi.sharp_720s[4864,4865][2014.01.01_00:00:00_TAI/2h]")
+        "hmi.sharp_720s[4864,4865][2014.01.01_00:00:00_TAI-2014.01.01_02:00:00_TAI]")
     assert build_recordset(job(series="hmi.sharp_720s"), sharp_meta()) == \
-        "hmi.sharp_720s[][2014.01.01_00:00:00_TAI/2h]"  # skipped key: []
+        "hmi.sharp_720s[][2014.01.01_00:00:00_TAI-2014.01.01_02:00:00_TAI]"  # skipped key: []
     assert build_recordset(job(prime_keys={"CAMERA": 1}), hmi_meta()) == \
-        "hmi.M_720s[2014.01.01_00:00:00_TAI/2h][1]"
+        "hmi.M_720s[2014.01.01_00:00:00_TAI-2014.01.01_02:00:00_TAI][1]"
     assert build_recordset(job(where=["QUALITY = 0", "INSTRUME = 'HMI'"]), hmi_meta()) == \
-        "hmi.M_720s[2014.01.01_00:00:00_TAI/2h][? QUALITY = '0' AND INSTRUME = 'HMI' ?]"
+        "hmi.M_720s[2014.01.01_00:00:00_TAI-2014.01.01_02:00:00_TAI]" \
+        "[? QUALITY = '0' AND INSTRUME = 'HMI' ?]"
     raw = parse_job_spec({"recordset": "hmi.M_720s[$]"})
     assert build_recordset(raw, hmi_meta()) == "hmi.M_720s[$]"
 
@@ -199,7 +204,19 @@ def test_ts_slot_and_unslotted_time_keys() -> None:
     iris = job(series="iris.lev1", start="2014.01.01_00:00:00.5_TAI")
     chunks = list(plan_chunks(iris, iris_meta(), max_records=1000, records_per_slot=1))
     assert chunks[0].start == "2014.01.01_00:00:00.5_TAI"
-    assert sum(c.duration for c in chunks) == pytest.approx(iris.end_tai - iris.start_tai, abs=1)
+    # by value, end included: the last chunk stops a millisecond after end, not a step later
+    assert sum(c.duration for c in chunks) == pytest.approx(iris.end_tai - iris.start_tai
+                                                           + END_MARGIN, abs=1e-6)
+    assert chunks[-1].recordset.endswith(f"/{chunks[-1].duration!r}s]")
+    row = chunk_row(chunks[-1])  # as stored, then rebuilt to be split (JSOC status 3)
+    rebuilt = stored_chunk_plan(iris, iris_meta(), seq=0, part="", recordset=row["recordset"],
+                                start_time=row["start_time"], end_time=row["end_time"],
+                                est_bytes=0)
+    assert (rebuilt.first_slot, rebuilt.slot_count, rebuilt.until) == \
+        (chunks[-1].first_slot, chunks[-1].slot_count, iris.end_tai)
+    last_halves = split_chunk(rebuilt)  # a half keeps the end
+    assert last_halves[0].duration + last_halves[1].duration == \
+        pytest.approx(chunks[-1].duration, abs=1e-6)
 
 
 def test_recordset_and_follow_jobs() -> None:
@@ -259,6 +276,9 @@ EMULATOR_JOBS = [
       "cadence": "100s"}, {"max_records": 30}),
     ({"series": "hmi.sharp_720s", "start": "2014.11.30_00:00_TAI", "end": "2014.11.30_06:00_TAI"},
      {"max_records": 200}),
+    # by value (no slots), end included: T_OBS 00:09:53.52 lies after end, within a second
+    ({"series": "iris.lev1", "start": "2014.01.01_00:00:00_TAI",
+      "end": "2014.01.01_00:09:53_TAI"}, {"max_records": 120}),
 ]
 
 

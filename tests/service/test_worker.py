@@ -27,8 +27,9 @@ START = "2014.01.01_00:00:00_TAI"
 
 
 def job_spec(slots: int, **extra: Any) -> dict[str, Any]:
-    """A job over ``slots`` slots of hmi.M_45s, magnetogram only."""
-    end_tai = parse_time(START) + slots * STEP
+    """A job over ``slots`` slots of hmi.M_45s, magnetogram only (``end`` is the last slot:
+    both ends are included, as in sunpy's a.Time)."""
+    end_tai = parse_time(START) + (slots - 1) * STEP
     return {"series": SERIES, "start": START, "end": format_tai(end_tai),
             "segments": ["magnetogram"], **extra}
 

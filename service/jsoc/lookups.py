@@ -1,0 +1,146 @@
+"""What the service asks JSOC about a job before taking it, cached for the process.
+
+* the series JSOC lists (for "did you mean …" when a series name is misspelt);
+* the wavelengths a series has (the ``WAVELNTH`` values of its newest slot);
+* whether a notify address is registered (``checkAddress.sh``, as drms's ``check_email``):
+  a registered address is remembered for a day, a refused one for a minute (the user is
+  expected to register and try again).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from service.jsoc.client import JsocClient
+from service.jsoc.metadata import SeriesMeta
+from service.jsoc.status import JsocError, StatusKind
+from service.timeutil import TimeFormatError, parse_time
+
+REGISTER_URL = "http://jsoc.stanford.edu/ajax/register_email.html"
+NAMES_TTL = 3600.0
+WAVELENGTHS_TTL = 3600.0
+EMAIL_OK_TTL = 86400.0
+EMAIL_REFUSED_TTL = 60.0
+WAVELENGTH_KEY = "WAVELNTH"
+
+_CACHE: dict[tuple[str, str, str], tuple[float, Any]] = {}  # (server, kind, key) -> (until, v)
+
+
+def _cached(jsoc: JsocClient, kind: str, key: str) -> Any:
+    hit = _CACHE.get((str(jsoc.base_url), kind, key))
+    if hit is None or hit[0] < time.monotonic():
+        return None
+    return hit[1]
+
+
+def _remember(jsoc: JsocClient, kind: str, key: str, value: Any, ttl: float) -> Any:
+    _CACHE[(str(jsoc.base_url), kind, key)] = (time.monotonic() + ttl, value)
+    return value
+
+
+async def series_names(jsoc: JsocClient) -> list[str]:
+    """The series JSOC lists (raises JsocError when it cannot be asked)."""
+    names = _cached(jsoc, "names", "")
+    if names is None:
+        names = _remember(jsoc, "names", "", await jsoc.series_list(), NAMES_TTL)
+    return names
+
+
+def keyword_values(reply: dict[str, Any], name: str) -> list[Any]:
+    """The values of one keyword column of an rs_list reply ([] when absent)."""
+    for column in reply.get("keywords") or []:
+        if str(column.get("name", "")).upper() == name.upper():
+            return list(column.get("values") or [])
+    return []
+
+
+def time_values(reply: dict[str, Any], key: str) -> list[float]:
+    """A time keyword's values as TAI seconds (MISSING and the like left out)."""
+    out = []
+    for value in keyword_values(reply, key):
+        try:
+            out.append(parse_time(str(value)))
+        except TimeFormatError:
+            continue
+    return out
+
+
+def record_sizes(reply: dict[str, Any]) -> list[int]:
+    """The ``*size*`` values (bytes) of an rs_list reply ("NA" left out)."""
+    return [int(v) for v in keyword_values(reply, "*size*") if str(v).isdigit()]
+
+
+def newest_recordset(meta: SeriesMeta) -> str:
+    """``series[$]`` with ``$`` on the time key and every other prime key open."""
+    key = meta.time_key()
+    groups = ["$" if key is not None and pk.name == key.name else "" for pk in meta.primekeys]
+    while groups and groups[-1] == "":
+        groups.pop()
+    return meta.name + "".join(f"[{g}]" for g in groups)
+
+
+async def series_wavelengths(jsoc: JsocClient, meta: SeriesMeta) -> list[float]:
+    """The distinct WAVELNTH values of the series' newest slot, sorted ([] if it has none)."""
+    cached = _cached(jsoc, "wavelengths", meta.name.lower())
+    if cached is not None:
+        return cached
+    reply = await jsoc.rs_list(newest_recordset(meta), keys=[WAVELENGTH_KEY])
+    values: set[float] = set()
+    for value in keyword_values(reply, WAVELENGTH_KEY):
+        try:
+            values.add(float(value))
+        except (TypeError, ValueError):
+            continue  # MISSING and the like
+    return _remember(jsoc, "wavelengths", meta.name.lower(), sorted(values), WAVELENGTHS_TTL)
+
+
+@dataclass(frozen=True)
+class EmailVerdict:
+    """checkAddress's answer: ``ok`` (registered), ``refused`` (with what to do),
+    ``unreachable`` (JSOC could not be asked: check again later) or ``unknown`` (the check
+    itself failed at JSOC; JSOC checks again when the export is requested)."""
+
+    outcome: str  # "ok" | "refused" | "unreachable" | "unknown"
+    message: str = ""
+
+
+def verdict_for(email: str, status: int) -> EmailVerdict:
+    """A checkAddress status (protocol §3.7) as a verdict saying what to do."""
+    if status == 2:
+        return EmailVerdict("ok")
+    if status in (4, 1):
+        return EmailVerdict("refused", (
+            f"notify address {email} is not registered with JSOC: register it at "
+            f"{REGISTER_URL} and answer the confirmation mail, then submit again (or give "
+            "another registered address in notify)"))
+    if status == 3:
+        return EmailVerdict("refused", (
+            f"notify address {email} has a pending JSOC registration: answer the confirmation "
+            "mail JSOC sent to it (it expires after about 15 minutes; register again at "
+            f"{REGISTER_URL} if it did), then submit again"))
+    if status == -2:
+        return EmailVerdict("refused", (
+            f"JSOC says {email} is not a valid email address; give the address you registered "
+            f"at {REGISTER_URL}"))
+    return EmailVerdict("unknown", f"JSOC's address check failed (checkAddress status {status})")
+
+
+async def check_email(jsoc: JsocClient, email: str) -> EmailVerdict:
+    """Whether JSOC accepts ``email`` for exports (cached: a day if yes, a minute if not)."""
+    cached = _cached(jsoc, "email", email.lower())
+    if cached is not None:
+        return cached
+    try:
+        status = await jsoc.check_address(email)
+    except JsocError as exc:
+        if exc.kind is not StatusKind.TRANSIENT:
+            raise
+        return EmailVerdict("unreachable", f"JSOC could not be reached to check {email}: "
+                                           f"{exc.message}")
+    verdict = verdict_for(email, status)
+    if verdict.outcome in ("ok", "refused"):
+        ttl = EMAIL_OK_TTL if verdict.outcome == "ok" else EMAIL_REFUSED_TTL
+        _remember(jsoc, "email", email.lower(), verdict, ttl)
+    return verdict
