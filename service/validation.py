@@ -23,7 +23,7 @@ from service.jobspec import (
     template_fields,
 )
 from service.jsoc.metadata import SeriesMeta
-from service.timeutil import format_tai, parse_time
+from service.timeutil import parse_time
 
 WAVELENGTH_KEY = "WAVELNTH"
 EARLIEST_TIME = "1600.01.01_00:00:00_TAI"  # before the first telescopic solar observations
@@ -139,18 +139,14 @@ def _time_problems(spec: JobSpec, meta: SeriesMeta) -> list[str]:
 
 
 def _range_problems(spec: JobSpec, meta: SeriesMeta, step: float) -> list[str]:
-    """start within the series' data: not before its first record (one slot of slack), and
-    never before EARLIEST_TIME whatever JSOC says."""
+    """start never before EARLIEST_TIME, whatever JSOC says. A range that lies wholly before
+    the series' data is refused at submit by its record count (``api.vetting.refuse_empty``:
+    "0 records", naming the data's range), where a preview answers it; one that overlaps the
+    data's start is accepted, as sunpy and drms accept it."""
     start = spec.start_tai
-    if start is None:
-        return []
-    if start < EARLIEST_TAI:
+    if start is not None and start < EARLIEST_TAI:
         return [f"start {spec.start} is before {EARLIEST_TIME}: no series has data that old; "
                 f"give a start within the series' data"]
-    first = meta.first_time()
-    if first is not None and start < first - step:
-        return [f"start {spec.start} is before the data of {meta.name}, which begins with "
-                f"{meta.first_record}; start at or after {format_tai(first)}"]
     return []
 
 

@@ -78,13 +78,11 @@ def test_sunpy_search_to_files_manifest_verify_and_refetch(
     root = (daemon.data_dir / "files").resolve()
     day = root / "hmi.M_720s" / "2014" / "01" / "01"
     assert sorted(files) == sorted(str(p) for p in day.glob("*.fits"))
-    # sunpy's records: all of them, or all but the last while a range's end is excluded
-    # (whether start/end include both ends as sunpy's a.Time does is tested on its own)
+    # exactly sunpy's records (both ends included, as sunpy's a.Time selects them)
     t_recs = sorted(str(t) for t in found["T_REC"])
     fetched = sorted(Path(f).name.split(".")[2] for f in files)
     wanted = [t.replace(".", "").replace(":", "") for t in t_recs]
-    assert fetched in (wanted, wanted[:-1]), (fetched, wanted)
-    t_recs = t_recs[:len(fetched)]
+    assert fetched == wanted, (fetched, wanted)
 
     listed = json.loads(cli(daemon, "files", job.id, "--json").stdout)
     published = sim_manifest(jsoc_url)
