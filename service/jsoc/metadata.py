@@ -6,8 +6,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.timeutil import parse_time
-
 _GROUP = re.compile(r"\[([^\]]*)\]")
 
 
@@ -77,18 +75,6 @@ class SeriesMeta:
     def time_key(self) -> PrimeKeyInfo | None:
         """The first time-valued prime key (T_REC, T_OBS, T_START …), if any."""
         return next((p for p in self.primekeys if p.is_time), None)
-
-    def first_time(self) -> float | None:
-        """TAI seconds of the first record's time key (None when not known)."""
-        key = self.time_key()
-        if key is None or not self.first_record:
-            return None
-        _series, values = split_record(self.first_record)
-        index = self.primekeys.index(key)
-        try:
-            return parse_time(values[index])
-        except (IndexError, ValueError):
-            return None
 
 
 def split_record(record: str) -> tuple[str, list[str]]:
