@@ -415,9 +415,9 @@ def test_composed_services_run_a_job_offline_and_stop_cleanly(tmp_path: Path,
         final = wait_for(lambda: (j := http_json(f"{api_url}/jobs/{job['id']}", token=token))
                          ["state"] in ("succeeded", "failed", "completed_with_errors") and j,
                          90, "the job to end", interval=0.3)
-        assert final["state"] == "succeeded" and final["files"]["done"] == 2, final  # 24 min/720 s
+        assert final["state"] == "succeeded" and final["files"]["done"] == 3, final  # 00:00-00:24
         fits = list(Path(env["JSOC_BULK_DATA_DIR"], "files").rglob("*.fits"))
-        assert len(fits) == 2, fits  # in the volume the API and the worker share
+        assert len(fits) == 3, fits  # in the volume the API and the worker share
         listed = http_json(api_url + "/workers", token=token)["items"]
         assert [(w["pid"], w["alive"]) for w in listed] == [(worker.popen.pid, True)]  # type: ignore[union-attr]
         assert compose_healthcheck(worker_svc["healthcheck"]["test"], port, worker_env) == 0

@@ -88,7 +88,7 @@ def page_url(daemon: Daemon) -> str:
 
 
 def test_jobs_page_shows_a_running_job_progress_to_succeeded(browser: Any, services) -> None:
-    daemon, _ = services(bandwidth="24K")  # 5 files of ~40 KiB: about 1.7 s each
+    daemon, _ = services(bandwidth="24K")  # 6 files (both ends) of ~40 KiB: ~1.7 s each
     job_id = submit(daemon, None, "2014-01-01T01:00:00Z")
     browser.get(page_url(daemon))
     seen: list[dict[str, Any]] = []
@@ -104,7 +104,7 @@ def test_jobs_page_shows_a_running_job_progress_to_succeeded(browser: Any, servi
     assert len(set(running)) >= 2, f"no live progress while running: {seen}"
     assert running == sorted(running), running  # the bar only moves forward
     last = seen[-1]
-    assert last["pct"] == 100 and "5 / 5 files" in last["text"], last
+    assert last["pct"] == 100 and "6 / 6 files" in last["text"], last
     assert http_json(f"{daemon.api}/jobs/{job_id}")["state"] == "succeeded"
 
     browser.find_element(By.CSS_SELECTOR, "nav a[data-nav=politeness]").click()

@@ -23,7 +23,7 @@ from tests.e2e.procs import Daemon, Proc, http_json, sim_faults, start_emulator,
 TOKEN = "tok-e2e-3f9a7c1d5b2e"
 DB_PASSWORD = "pw-e2e-8c2b4e6a0d"
 JOB = {"series": "hmi.M_720s", "start": "2014-01-01T00:00:00Z", "end": "2014-01-01T03:00:00Z",
-       "segments": ["magnetogram"]}  # 15 files
+       "segments": ["magnetogram"]}  # 16 files (both ends)
 LOG_KEYS = {"time", "level", "logger", "message", "job", "export", "file", "worker"}
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
@@ -113,7 +113,7 @@ def test_metrics_move_during_a_real_job_and_politeness_holds(ops_stack) -> None:
     assert most == 1  # one connection to JSOC's host, and it was seen in use
     files = http_json(f"{daemon.api}/jobs/{job['id']}/files?limit=100", token=TOKEN)["items"]
     samples = scrape(daemon)
-    assert value(samples, "jsoc_bulk_files_downloaded_total", job_id=job["id"]) == len(files) == 15
+    assert value(samples, "jsoc_bulk_files_downloaded_total", job_id=job["id"]) == len(files) == 16
     assert value(samples, "jsoc_bulk_downloaded_bytes_total", job_id=job["id"]) == sum(
         f["bytes_done"] for f in files)
     assert value(samples, "jsoc_bulk_refetched_bytes_total") > 0  # Range ignored: fetched again
