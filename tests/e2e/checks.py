@@ -31,10 +31,11 @@ def sha256_of(path: Path) -> str:
 
 
 def assert_files_verified(daemon: Daemon, job_id: str, jsoc_url: str,
-                          dest_pattern: str | None = None) -> list[dict[str, Any]]:
-    """Every file of the job is done, on disk where the template says, with the emulator's
-    published size and sha256; returns the file rows."""
-    files = job_files(daemon, job_id)
+                          dest_pattern: str | None = None,
+                          rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every file of the job (or only ``rows`` of it) is done, on disk where the template
+    says, with the emulator's published size and sha256; returns the file rows."""
+    files = job_files(daemon, job_id) if rows is None else rows
     assert files, "the job listed no files"
     manifest = sim_manifest(jsoc_url)
     root = daemon.data_dir / "files"
@@ -60,3 +61,18 @@ def assert_polite(jsoc_url: str, email: str) -> dict[str, Any]:
         assert client["peak_concurrent_downloads"] <= 1, (ip, client)
         assert client["refused_connections"] == 0, (ip, client)
     return stats
+
+
+ERROR_LINE = re.compile(r"\S+ \S+ (ERROR|CRITICAL) ")  # the text log format: date time level
+
+
+def assert_quiet_log(daemon: Daemon, max_lines: int | None = None) -> str:
+    """No error storm in the daemon's log: no ERROR line, no traceback (and, with
+    ``max_lines``, fewer lines than that in all); returns the log."""
+    assert daemon.proc is not None
+    log = daemon.proc.log()
+    lines = log.splitlines()
+    assert [line for line in lines if ERROR_LINE.match(line)] == [], log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert max_lines is None or len(lines) < max_lines, log[-3000:]
+    return log

@@ -6,16 +6,12 @@ job while it is planned logs no traceback."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from jsocsim import run_emulator
 from service.db.repo import Repo
@@ -23,6 +19,7 @@ from service.jsoc.client import ExportReply
 from service.jsoc.status import JsocMalformedReply
 from service.stages.context import open_context
 from service.stages.plan import _handle
+from tests.service.chaos.hostile import HostileJsoc
 from tests.service.conftest import job_with_chunks, ready_export
 from tests.service.test_worker import (
     EMAIL,
@@ -31,38 +28,6 @@ from tests.service.test_worker import (
     job_spec,
     make_settings,
 )
-
-Tamper = Callable[[str, dict[str, Any]], dict[str, Any] | None]
-PASSED_HEADERS = ("Content-Type", "Content-Range", "ETag", "Last-Modified", "Accept-Ranges",
-                  "Retry-After")
-
-
-@asynccontextmanager
-async def hostile_proxy(upstream: str, tamper: Tamper) -> AsyncIterator[str]:
-    """A server that forwards every GET to ``upstream`` and lets ``tamper(op, reply)`` replace
-    jsoc_fetch JSON replies (None: pass the reply through); yields its base URL."""
-    async with aiohttp.ClientSession() as http:
-        async def handle(request: web.Request) -> web.Response:
-            headers = {k: v for k, v in request.headers.items() if k in ("Range", "If-Range")}
-            async with http.get(upstream.rstrip("/") + request.path_qs, headers=headers) as up:
-                body = await up.read()
-                out = {k: v for k, v in up.headers.items() if k in PASSED_HEADERS}
-                status = up.status
-            if request.path.endswith("/jsoc_fetch") and status == 200:
-                changed = tamper(request.query.get("op", ""), json.loads(body))
-                if changed is not None:
-                    body = json.dumps(changed).encode()
-            return web.Response(body=body, status=status, headers=out)
-
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", handle)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-        finally:
-            await runner.cleanup()
 
 
 @pytest.fixture
@@ -90,7 +55,7 @@ async def test_malformed_replies_are_retried_and_shown_never_success(
             return {"status": 0, "data": "notalist", "count": "abc"}
         return None
 
-    async with hostile_proxy(emu.base_url, tamper) as jsoc:
+    async with HostileJsoc(emu.base_url, tamper) as jsoc:
         settings = make_settings(tmp_path, jsoc, db_url, max_chunk_records=4)
         job, _ = await repo.create_job(job_spec(4, method="url"), notify_email=EMAIL)
         await finish_with_worker(settings, repo, job.id, timeout=60)
@@ -119,7 +84,7 @@ async def test_a_bad_file_name_fails_only_its_file(emu: Any, repo: Repo, db_url:
             row["filename"] = bad
         return reply
 
-    async with hostile_proxy(emu.base_url, tamper) as jsoc:
+    async with HostileJsoc(emu.base_url, tamper) as jsoc:
         settings = make_settings(tmp_path, jsoc, db_url, max_chunk_records=4)
         job, _ = await repo.create_job(job_spec(4, method="url"), notify_email=EMAIL)
         await finish_with_worker(settings, repo, job.id, timeout=60)

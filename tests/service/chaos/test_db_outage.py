@@ -12,7 +12,7 @@ import pytest
 
 from jsocsim import run_emulator
 from service.db.repo import Repo
-from tests.service.chaos.conftest import DatabaseOutage, database_outage
+from tests.service.chaos.outage import DatabaseOutage, database_outage
 from tests.service.test_worker import (
     EMAIL,
     Running,

@@ -1,4 +1,5 @@
-"""Chaos helpers (the database fixtures, both backends, come from tests/service): outages.
+"""Database outages for chaos tests (the database fixtures, both backends, come from
+tests/service).
 
 An outage is real, never mocked: on Postgres the worker reaches the server through a TCP proxy
 that the test stops (every connection cut, new ones refused) and starts again; on SQLite another
