@@ -234,8 +234,12 @@ async def send_throttled(request: web.Request, path: Path,
                          rate: float) -> tuple[web.StreamResponse, int, int]:
     """Send (a Range of) `path` at `rate` bytes per second; (response, bytes sent, start).
 
-    A client that goes away mid-body (a killed downloader) ends the response early; the bytes
-    that did go out are still reported.
+    Each block goes out when its last byte would have arrived at `rate`, so the response ends
+    when the client has the last byte (a download is not "active" after the client has it
+    all: pacing after the write held small files open for size/rate with the body already
+    delivered, and refused the client's next request as a second connection). A client that
+    goes away mid-body (a killed downloader) ends the response early; the bytes that did go
+    out are still reported.
     """
     response, start, count = await prepare_stream(request, path)
     loop = asyncio.get_running_loop()
@@ -244,11 +248,11 @@ async def send_throttled(request: web.Request, path: Path,
         handle.seek(start)
         while sent < count:
             chunk = handle.read(min(CHUNK, count - sent))
+            due = (sent + len(chunk)) / rate - (loop.time() - began)
+            if due > 0:
+                await asyncio.sleep(due)
             await response.write(chunk)
             sent += len(chunk)
-            ahead = sent / rate - (loop.time() - began)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
         await response.write_eof()
     return response, sent, start
 
