@@ -53,7 +53,14 @@ PENDING_OR_DONE = frozenset({0, 1, 2, 12})
 ROUND_TRIP_SAMPLES = 20
 PING_FILTER = "^jsoc_bulk_reachability_check$"
 SERIES_DBHOST = "hmidb2"  # showextseries' dbhost, as drms sends it
-_SERIES_CACHE: dict[str, dict[str, SeriesMeta]] = {}  # server base URL -> series -> metadata
+SERIES_CACHE_SECONDS = 3600.0  # a daemon running for months still sees a series change
+# server base URL -> series -> (monotonic time fetched, metadata)
+_SERIES_CACHE: dict[str, dict[str, tuple[float, SeriesMeta]]] = {}
+
+
+def clear_series_cache() -> None:
+    """Forget every server's cached series metadata (tests reuse loopback ports)."""
+    _SERIES_CACHE.clear()
 
 
 def user_agent() -> str:
@@ -343,16 +350,19 @@ class JsocClient:
     # -- jsoc_info / checkAddress -----------------------------------------------------------
 
     async def series_struct(self, series: str) -> SeriesMeta:
-        """Series metadata (cached per server and lower-cased series name, for the process)."""
+        """Series metadata (cached per server and lower-cased series name, process-wide, for
+        SERIES_CACHE_SECONDS)."""
         key = _series_name(series)
         if not key:
             raise ValueError(f"no series name in {series!r}")
-        if key not in self._series_cache:
+        cached = self._series_cache.get(key)
+        if cached is None or time.monotonic() - cached[0] > SERIES_CACHE_SECONDS:
             payload = await self._jsoc_info({"op": "series_struct", "ds": key})
             checked(SeriesStructModel, payload, "series_struct")
             name = series.strip()[: len(key)]
-            self._series_cache[key] = parse_series_struct(payload, name=name)
-        return self._series_cache[key]
+            cached = (time.monotonic(), parse_series_struct(payload, name=name))
+            self._series_cache[key] = cached
+        return cached[1]
 
     async def rs_summary(self, recordset: str) -> int:
         """Number of records in a record set."""
