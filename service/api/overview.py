@@ -4,7 +4,6 @@ notify email, active download connections per host, each against its limit)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
@@ -13,9 +12,9 @@ from pydantic import BaseModel, Field
 from service.api.handlers import ctx, parse_query
 from service.api.openapi import Endpoint
 from service.api.problems import json_response
-from service.api.schemas import MAX_PAGE, _Query
+from service.api.schemas import MAX_OFFSET, MAX_PAGE, ExportOut, _Query, export_out
 from service.db.models import EXPORT_STATES
-from service.db.repo_overview import ExportView, Politeness
+from service.db.repo_overview import Politeness
 from service.settings import Settings
 from service.stages.context import download_connection_limit
 
@@ -25,35 +24,7 @@ ExportState = Literal[EXPORT_STATES]  # type: ignore[valid-type]
 class ExportListQuery(_Query):
     state: ExportState | None = Field(None, description="Only exports in this state")
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Page size")
-    offset: int = Field(0, ge=0, description="Exports to skip (from next_offset)")
-
-
-class ExportOut(BaseModel):
-    """One JSOC export request of a job, with the chunk (time range) it exports."""
-
-    id: int
-    chunk_id: int
-    request_id: str | None = Field(description="JSOC's request id (JSOC_...) once submitted")
-    state: ExportState
-    jsoc_status: int | None = Field(description="JSOC's last status code for the request")
-    method: str | None
-    protocol: str | None
-    polls: int
-    error: str | None
-    created_at: datetime
-    submitted_at: datetime | None
-    ready_at: datetime | None
-    expires_at: datetime | None
-    next_poll_at: datetime | None
-    chunk_state: str
-    start_time: str | None = Field(description="Start of the chunk's time range (JSOC time)")
-    end_time: str | None
-    files_open: int = Field(description="Files of the chunk pending or downloading")
-    files_done: int
-    files_failed: int
-    files_skipped: int
-    bytes_done: int
-    bytes_expected: int
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, description="Exports to skip (from next_offset)")
 
 
 class ExportPage(BaseModel):
@@ -80,18 +51,6 @@ class PolitenessOut(BaseModel):
 
     emails: list[EmailLoad]
     hosts: list[HostLoad]
-
-
-def export_out(view: ExportView) -> ExportOut:
-    e, c = view.export, view.chunk
-    return ExportOut(
-        id=e.id, chunk_id=e.chunk_id, request_id=e.request_id, state=e.state,
-        jsoc_status=e.jsoc_status, method=e.method, protocol=e.protocol, polls=e.polls,
-        error=e.error, created_at=e.created_at, submitted_at=e.submitted_at,
-        ready_at=e.ready_at, expires_at=e.expires_at, next_poll_at=e.next_poll_at,
-        chunk_state=c.state, start_time=c.start_time, end_time=c.end_time,
-        files_open=c.files_open, files_done=c.files_done, files_failed=c.files_failed,
-        files_skipped=c.files_skipped, bytes_done=c.bytes_done, bytes_expected=c.bytes_expected)
 
 
 def politeness_out(p: Politeness, settings: Settings) -> PolitenessOut:

@@ -13,13 +13,13 @@ from service.db.models import (
     EXPORT_STATES,
     FILE_STATES,
     JOB_STATES,
-    Export,
     File,
     Job,
     JobEvent,
     Worker,
 )
 from service.db.repo import JobSummary
+from service.db.repo_overview import ExportView
 from service.db.repo_plan import FollowState
 from service.timeutil import format_tai, parse_time
 
@@ -71,16 +71,31 @@ class JobOut(BaseModel):
 
 
 class ExportOut(BaseModel):
-    """One JSOC export of a job: its request id and where it stands."""
+    """One JSOC export request of a job, with the chunk (time range) it exports."""
 
     id: int
     chunk_id: int
-    request_id: str | None = Field(description="JSOC's request id (JSOC_…), once submitted")
+    request_id: str | None = Field(description="JSOC's request id (JSOC_...) once submitted")
     state: Literal[EXPORT_STATES]  # type: ignore[valid-type]
-    jsoc_status: int | None = Field(description="JSOC's status at the last poll (1/2 staging, "
-                                    "0 ready, 6/7 waiting)")
+    jsoc_status: int | None = Field(description="JSOC's last status code for the request")
+    method: str | None
+    protocol: str | None
+    polls: int
+    error: str | None
+    created_at: datetime
     submitted_at: datetime | None
     ready_at: datetime | None
+    expires_at: datetime | None
+    next_poll_at: datetime | None
+    chunk_state: str
+    start_time: str | None = Field(description="Start of the chunk's time range (JSOC time)")
+    end_time: str | None
+    files_open: int = Field(description="Files of the chunk pending or downloading")
+    files_done: int
+    files_failed: int
+    files_skipped: int
+    bytes_done: int
+    bytes_expected: int
 
 
 class EventOut(BaseModel):
@@ -264,10 +279,16 @@ def job_detail(summary: JobSummary, rate: float | None, eta: float | None,
     )
 
 
-def export_out(e: Export) -> ExportOut:
-    return ExportOut(id=e.id, chunk_id=e.chunk_id, request_id=e.request_id,
-                     state=e.state, jsoc_status=e.jsoc_status,  # type: ignore[arg-type]
-                     submitted_at=e.submitted_at, ready_at=e.ready_at)
+def export_out(view: ExportView) -> ExportOut:
+    e, c = view.export, view.chunk
+    return ExportOut(
+        id=e.id, chunk_id=e.chunk_id, request_id=e.request_id, state=e.state,
+        jsoc_status=e.jsoc_status, method=e.method, protocol=e.protocol, polls=e.polls,
+        error=e.error, created_at=e.created_at, submitted_at=e.submitted_at,
+        ready_at=e.ready_at, expires_at=e.expires_at, next_poll_at=e.next_poll_at,
+        chunk_state=c.state, start_time=c.start_time, end_time=c.end_time,
+        files_open=c.files_open, files_done=c.files_done, files_failed=c.files_failed,
+        files_skipped=c.files_skipped, bytes_done=c.bytes_done, bytes_expected=c.bytes_expected)
 
 
 def file_out(f: File, root: Path | None = None) -> FileOut:

@@ -132,20 +132,6 @@ class JobsMixin(RepoBase):
         """Exports of a job in id order."""
         return await self._list_rows(Export, job_id, [], limit, offset)
 
-    async def active_exports(self, job_id: str, *, limit: int = 20,
-                             ready: int = 5) -> list[Export]:
-        """A job's exports still staging (up to ``limit``, oldest first), then its newest
-        ``ready`` ready ones."""
-        async def tx(s: AsyncSession) -> list[Export]:
-            open_ = await s.execute(select(Export).where(
-                Export.job_id == job_id, Export.state.in_(EXPORT_PENDING))
-                .order_by(Export.id).limit(limit))
-            done = await s.execute(select(Export).where(
-                Export.job_id == job_id, Export.state == "ready")
-                .order_by(Export.id.desc()).limit(ready))
-            return [*open_.scalars(), *reversed(list(done.scalars()))]
-        return await self._run(tx, read_only=True)
-
     async def _list_rows(self, model: Any, job_id: str, states: list[str], limit: int,
                          offset: int, after_id: int = 0, where: Sequence[Any] = ()) -> list[Any]:
         query = select(model).where(model.job_id == job_id, model.id > after_id, *where

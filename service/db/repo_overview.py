@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Result, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import EXPORT_STATES, Chunk, EmailSlot, Export, HostSlot
+from service.db.models import EXPORT_PENDING, EXPORT_STATES, Chunk, EmailSlot, Export, HostSlot
 from service.db.repo_base import check_states
 from service.db.repo_exports import ExportsMixin
 from service.db.repo_files import FilesMixin
@@ -48,15 +48,27 @@ class OverviewMixin(ExportsMixin, FilesMixin):
         states = check_states(state, EXPORT_STATES, "export")
         if limit < 1 or offset < 0:
             raise ValueError(f"limit must be >= 1 and offset >= 0, got {limit}, {offset}")
-        query = (select(Export, Chunk).join(Chunk, Chunk.id == Export.chunk_id)
-                 .where(Export.job_id == job_id).order_by(Export.id)
-                 .limit(limit).offset(offset))
+        query = _with_chunk(job_id).order_by(Export.id).limit(limit).offset(offset)
         if states:
             query = query.where(Export.state.in_(states))
 
         async def tx(s: AsyncSession) -> list[ExportView]:
             await _require_job(s, job_id)
-            return [ExportView(export, chunk) for export, chunk in await s.execute(query)]
+            return _views(await s.execute(query))
+        return await self._run(tx, read_only=True)
+
+    async def active_exports(self, job_id: str, *, limit: int = 20,
+                             ready: int = 5) -> list[ExportView]:
+        """A job's exports still staging (up to ``limit``, oldest first), then its newest
+        ``ready`` ready ones."""
+        staging = (_with_chunk(job_id).where(Export.state.in_(EXPORT_PENDING))
+                   .order_by(Export.id).limit(limit))
+        newest = (_with_chunk(job_id).where(Export.state == "ready")
+                  .order_by(Export.id.desc()).limit(ready))
+
+        async def tx(s: AsyncSession) -> list[ExportView]:
+            return [*_views(await s.execute(staging)),
+                    *reversed(_views(await s.execute(newest)))]
         return await self._run(tx, read_only=True)
 
     async def politeness(self, *, now: datetime | None = None) -> Politeness:
@@ -73,3 +85,13 @@ class OverviewMixin(ExportsMixin, FilesMixin):
                 connections_by_host={h: await self._active_connections(s, h, None, t)
                                       for h in hosts})
         return await self._run(tx, read_only=True)
+
+
+def _with_chunk(job_id: str) -> Select[tuple[Export, Chunk]]:
+    """A job's exports, each with the chunk it exports."""
+    return select(Export, Chunk).join(Chunk, Chunk.id == Export.chunk_id).where(
+        Export.job_id == job_id)
+
+
+def _views(rows: Result[tuple[Export, Chunk]]) -> list[ExportView]:
+    return [ExportView(export, chunk) for export, chunk in rows]
