@@ -6,10 +6,11 @@ when ``retry`` is asked to fetch again the files a verify found bad.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.download.verify import sha256_file
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,9 @@ def check_file(expected: Expected) -> Mismatch | None:
         return Mismatch(expected, f"size is {size} bytes, recorded {expected.size}")
     if expected.sha256:
         try:
-            digest = _sha256(expected.path)
+            digest = sha256_file(expected.path).hexdigest()
         except OSError as exc:
             return Mismatch(expected, f"cannot be read ({exc.strerror or exc})")
         if digest != expected.sha256:
             return Mismatch(expected, f"sha256 is {digest}, recorded {expected.sha256}")
     return None
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
