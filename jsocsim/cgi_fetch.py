@@ -3,7 +3,7 @@
 `handle_jsoc_fetch` answers op=exp_request / op=exp_status (GET query or POST form) through
 `state.exports` (exports.ExportManager). `RequestParams.parse` validates the parameters JSOC
 reads; `build_plan` opens the records and lists every file with its name (filenamefmt), its
-content recipe and the survey size (protocol §3.8, §4.2, §4.4).
+content recipe and the survey size (docs/jsoc-protocol.md §3.8, §4.2, §4.4).
 """
 
 from __future__ import annotations

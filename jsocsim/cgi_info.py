@@ -1,5 +1,5 @@
 """Info CGIs: show_series, showextseries, jsoc_info (series_struct, rs_summary, rs_list) and
-checkAddress.sh, with the response shapes of protocol §3.1-§3.7."""
+checkAddress.sh, with the response shapes of docs/jsoc-protocol.md §3.1-§3.7."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ async def handle_jsoc_info(request: web.Request) -> web.Response:
 
 
 def check_address(state: SimState, address: str | None, checkonly: bool) -> dict[str, Any]:
-    """checkAddress.sh logic (protocol §3.7) for an already-decoded address."""
+    """checkAddress.sh logic (docs/jsoc-protocol.md §3.7) for an already-decoded address."""
     if not address or not EMAIL_RE.match(address):
         return {"status": -2, "msg": "Not a valid email address.", "user_id": -1}
     wanted = address.strip().lower()
@@ -188,7 +188,7 @@ def primekey_info(series: Any) -> list[dict[str, Any]]:
 
 
 def series_struct(state: SimState, params: dict[str, str]) -> dict[str, Any]:
-    """op=series_struct (protocol §3.4)."""
+    """op=series_struct (docs/jsoc-protocol.md §3.4)."""
     series = leading_series(state, params["ds"])
     primekeys: list[str | None] = [k.name for k in series.primekeys] or [None]
     return {
@@ -209,7 +209,8 @@ def series_struct(state: SimState, params: dict[str, str]) -> dict[str, Any]:
 
 
 def rs_summary(state: SimState, params: dict[str, str]) -> dict[str, Any]:
-    """op=rs_summary (protocol §3.5): the count, segment filters ignored, capped at |n|."""
+    """op=rs_summary (docs/jsoc-protocol.md §3.5): the count, segment filters ignored, capped
+    at |n|."""
     ds = re.sub(r"\{[^}]*\}", "", params["ds"])
     count = state.engine.count(parse_recordset(ds, state.catalog))
     n = abs(parse_n(params))
@@ -261,7 +262,7 @@ def segment_column(series: Any, records: list[Any], name: str) -> dict[str, Any]
 
 
 def rs_list(state: SimState, params: dict[str, str]) -> dict[str, Any]:
-    """op=rs_list (protocol §3.6)."""
+    """op=rs_list (docs/jsoc-protocol.md §3.6)."""
     if not any(params.get(p) for p in ("key", "seg", "link")):
         raise InfoError("jsoc_info: rs_list needs at least one of key, seg or link")
     subsets = parse_recordset(params["ds"], state.catalog)

@@ -15,9 +15,9 @@ OFFLINE_MODES = ("status25", "tape")
 
 # Staging models (docs/emulator.md, "Latency and staging time"). FLAT_STAGING is what
 # EmulatorConfig defaults to: a fixed staging_delay, no per-record/per-MB cost, no queue.
-# JSOC_STAGING follows jsoc-protocol.md: the first estimate is 10 s (L11), a one-file fits
-# export is ready in tens of seconds and drms allows 60 s for it (L15: one 15 MB HMI file took
-# 38.8 s including its download); per-record/per-MB costs and 3 slots are estimates.
+# JSOC_STAGING follows docs/jsoc-protocol.md §7.10 and §7.13: the first estimate is 10 s, a
+# one-file fits export is ready in tens of seconds and drms allows 60 s for it (one 15 MB HMI
+# file took 38.8 s including its download); per-record/per-MB costs and 3 slots are estimates.
 FLAT_STAGING: dict[str, float] = {"staging_delay": 1.0, "staging_per_record": 0.0,
                                   "staging_per_mb": 0.0, "staging_slots": 0}
 JSOC_STAGING: dict[str, float] = {"staging_delay": 20.0, "staging_per_record": 0.5,

@@ -1,5 +1,6 @@
-"""The export state machine (protocol §3.8-§3.10, §5.1): requests, limits, duplicates, expiry.
+"""The export state machine: requests, limits, duplicates, expiry.
 
+JSOC's rules are in docs/jsoc-protocol.md §3.8-§3.10 and §5.1.
 `ExportManager.request()` runs jsoc_fetch's exp_request pipeline in JSOC's order: address
 check -> pending limits -> parse -> quality filter -> open records (n limit) -> duplicate ->
 survey -> size -> quick path / full export. A full export moves 2 -> 1 -> 0 on the SimState

@@ -1,4 +1,4 @@
-"""The DRMS record-set language (protocol §6.1) -> a list of SubsetQuery.
+"""The DRMS record-set language (docs/jsoc-protocol.md §6.1) -> a list of SubsetQuery.
 
 ``hmi.M_45s[2014.01.01_TAI/1h@6m][2]{magnetogram}``, ``aia.lev1_euv_12s[...][WAVELNTH=171,193]``,
 ``hmi.sharp_720s[][2014.11.30_TAI-2014.12.01_TAI]``, ``[:#123-#456]``, ``[? QUALITY=0 ?]``,

@@ -1,10 +1,10 @@
 """Turn a parsed SubsetQuery into slot ranges and positions; count and page arithmetically.
 
-Time items follow protocol §6.3 (nearest slot with ties up for slotted keys, `a-b` inclusive,
-`a/d` = max(1, floor(d/step)) slots, `@c` keeps every round(c/step)-th slot). Non-slotted time
-keys (iris T_OBS, aia.response T_START) select grid times by value: `a-b` inclusive, `a/d`
-half-open, a single value only on an exact grid time. FSN filters narrow the slot span and are
-checked per record; where clauses and recnum filters are the engine's job.
+Time items follow docs/jsoc-protocol.md §6.3 (nearest slot with ties up for slotted keys, `a-b`
+inclusive, `a/d` = max(1, floor(d/step)) slots, `@c` keeps every round(c/step)-th slot).
+Non-slotted time keys (iris T_OBS, aia.response T_START) select grid times by value: `a-b`
+inclusive, `a/d` half-open, a single value only on an exact grid time. FSN filters narrow the
+slot span and are checked per record; where clauses and recnum filters are the engine's job.
 """
 
 from __future__ import annotations

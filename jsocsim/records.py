@@ -5,10 +5,10 @@ catalog, the seed and the clock. Identity is invertible: recnum = recnum_base + 
 sunum_base + r // unitsize, SUMS path /SUM{n}/D{sunum}/S{r % unitsize:05d}/{file}, and
 `RecordEngine.locate_sums_path` maps a path back to (record, segment, file).
 
-Additions to architecture §1.1 (nothing renamed): Record.segment_files(seg) -> [(path relative to
-the record directory, bytes)], Record.recdir(), Record.keyword_values(), Record.link(name),
-Record.image_exists / quality / nearline / time, RecordEngine.lookup / first_last /
-locate_sums_path / model. Time-like values in keyword_values() are display strings.
+The API: RecordEngine.count / iter_records / lookup / first_last / locate_sums_path / model;
+Record.name, keyword(name), keyword_values() (time-like values as display strings),
+segment_path(seg), segment_size(seg), segment_files(seg) -> [(path relative to the record
+directory, bytes)], recdir(), link(name), image_exists / quality / nearline / time.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""How long a full export takes to stage, and the site-wide staging queue (protocol §3.10, L15).
+"""How long a full export takes to stage, and the site-wide staging queue.
+
+What JSOC shows of it: docs/jsoc-protocol.md §3.10 and §7.13.
 
 An export's *work* is ``staging_delay + staging_per_record * records + staging_per_mb * MB``
 (plus ``tape_delay`` for offline data in tape mode). At most ``staging_slots`` exports work at

@@ -74,7 +74,8 @@ class FileStats:
 
 
 class Stats:
-    """Counters updated by the handlers; `snapshot()` is the architecture.md §1.2 shape."""
+    """Counters updated by the handlers; `snapshot()` is the shape docs/emulator.md shows
+    under "Stats"."""
 
     def __init__(self) -> None:
         self.reset()

@@ -1,7 +1,8 @@
 """JSOC time strings <-> TAI seconds since the DRMS epoch, leap seconds, durations, slots.
 
 Internal time is TAI seconds since 1977-01-01T00:00:00 TAI (a float). UTC <-> TAI uses the
-leap-second table bundled with pyerfa (no network). Slot arithmetic follows protocol §6.3.
+leap-second table bundled with pyerfa (no network). Slot arithmetic follows
+docs/jsoc-protocol.md §6.3.
 """
 
 from __future__ import annotations

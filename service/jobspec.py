@@ -1,9 +1,10 @@
 """The job spec (REST and CLI): a pydantic model with clear error messages, and path templates.
 
-A job is either ``series`` + ``start`` (+ ``end``, or ``follow``) with optional filters, or a raw
-DRMS ``recordset``. ``start`` and ``end`` select what sunpy's ``a.Time(start, end)`` selects:
-JSOC's ``start-end`` range (protocol §6.3), from the slot nearest ``start`` to the slot nearest
-``end``, both included. Times are parsed by ``service.timeutil`` (JSOC, ISO, sunpy's forms).
+A job is either ``series`` + ``start`` (+ ``end``, or ``follow``) with optional filters, or a
+raw DRMS ``recordset``. ``start`` and ``end`` select what sunpy's ``a.Time(start, end)``
+selects: JSOC's ``start-end`` range (docs/jsoc-protocol.md §6.3), from the slot nearest
+``start`` to the slot nearest ``end``, both included. Times are parsed by ``service.timeutil``
+(JSOC, ISO, sunpy's forms).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ class WhereClause(BaseModel):
         return self
 
     def to_sql(self) -> str:
-        """``K op 'v'``: values always single-quoted, as sunpy does (protocol §6.4)."""
+        """``K op 'v'``: values always single-quoted, as sunpy does (docs/jsoc-protocol.md §6.4)."""
         text = format_value(self.value).replace("'", "''")
         return f"{self.keyword} {self.op} '{text}'"
 

@@ -1,12 +1,12 @@
 """Job spec + series metadata -> record-set strings and slot-aligned chunks, lazily.
 
 A job's ``start``/``end`` select what sunpy's ``a.Time(start, end)`` selects: JSOC's
-``start-end[@cadence]`` with both ends included (the slots nearest each end, protocol §6.3);
-``build_recordset`` writes that string. Internally the job is the half-open range of its sampled
-slots, and chunks are ``start/duration[@cadence]`` pieces of it: chunk ``seq`` covers sampled
-slots ``[seq·n, (seq+1)·n)``, so any chunk is computed in O(1), planning a year of 12 s data
-never builds the whole list, and no slot is in two chunks. The same job always gives the same
-chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
+``start-end[@cadence]`` with both ends included (the slots nearest each end,
+docs/jsoc-protocol.md §6.3); ``build_recordset`` writes that string. Internally the job is the
+half-open range of its sampled slots, and chunks are ``start/duration[@cadence]`` pieces of it:
+chunk ``seq`` covers sampled slots ``[seq·n, (seq+1)·n)``, so any chunk is computed in O(1),
+planning a year of 12 s data never builds the whole list, and no slot is in two chunks. The same
+job always gives the same chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ChunkSplitError(ValueError):
     """A chunk that cannot be halved (one slot, or a raw recordset without a time range)."""
 
 
-# --- recordset building (protocol §6.1, §6.4) -------------------------------------------------
+# --- recordset building (docs/jsoc-protocol.md §6.1, §6.4) ----------------------------------
 
 @dataclass(frozen=True)
 class RecordsetTemplate:

@@ -1,4 +1,6 @@
-"""JSOC time strings, TAI/UTC with leap seconds, durations and slot arithmetic (protocol §6.2-6.3).
+"""JSOC time strings, TAI/UTC with leap seconds, durations and slot arithmetic.
+
+The rules: docs/jsoc-protocol.md §6.2-§6.3.
 
 Times are TAI seconds since 1977-01-01T00:00:00 TAI (the DRMS epoch), as floats. TAI−UTC comes
 from the leap-second table bundled with pyerfa (no network access). Before 1972 the 1972 value
@@ -266,7 +268,7 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{seconds!r}s"
 
 
-# --- slot arithmetic (protocol §6.3) ---------------------------------------------------------
+# --- slot arithmetic (docs/jsoc-protocol.md §6.3) --------------------------------------------
 
 def slot_index(tai: float, epoch: float, step: float, round_: float | None = None) -> int:
     """Slot of a time: floor((t − epoch + step/2) / step); ``round_/2`` replaces step/2 if given."""

@@ -1,16 +1,16 @@
 """SQLAlchemy 2 ORM models: the persistent state of the download service.
 
-States (docs/architecture.md §2, design §3):
+States (docs/architecture.md §3):
 
 * job:    queued → running → succeeded | completed_with_errors | failed | cancelled (+ paused)
 * chunk:  planned → exporting → ready → downloading → done | failed | cancelled | split
 * export: reserving → submitted → polling → ready | expired | error
 * file:   pending → downloading → done | failed | skipped
 
-Leases (owner, expiry, fencing token) live on the row being worked on: the job while it is being
-planned, the chunk while its export is being submitted, the export while it is polled and the
-file while it downloads. Every claim increments the token; updates carry the token they were
-given and are refused once another worker has taken the row over.
+Leases (owner, expiry, fencing token; docs/architecture.md §4.2) live on the row being worked
+on: the job while it is being planned, the chunk while its export is being submitted, the export
+while it is polled and the file while it downloads. Every claim increments the token; updates
+carry the token they were given and are refused once another worker has taken the row over.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from service.db.models import (
 from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
 from service.db.tar_rows import attach_members, finish_idle_tars
 
-EXPORT_RETENTION = timedelta(days=7)  # protocol L6
+EXPORT_RETENTION = timedelta(days=7)  # docs/jsoc-protocol.md §7.6
 MAX_LISTED_FAILURE_EVENTS = 1000  # rows looked at for failed-on-listing events (bounded anyway)
 FILE_FIELDS = {"record", "segment", "file_key", "url", "dest_path", "size_expected", "error"}
 CLEARED = {"lease_owner": None, "lease_expires_at": None}

@@ -1,10 +1,10 @@
 """Resumable HTTP download of one file: `.part` file, Range + If-Range, verify, fsync, rename.
 
-Rules (design §4): bytes go to `dest.part`; a resumed request sends `Range: bytes=N-` and
-`If-Range: <validator>` and only a 206 starting at N is appended; a 200 means the server
-ignored the range or the file changed, so the part restarts from zero; 416 means the part is
-complete (total == N) or bigger than the file (restart). The final file appears only after
-the size (and FITS structure) checks passed, via fsync + os.replace.
+Rules (docs/architecture.md §2.6): bytes go to `dest.part`; a resumed request sends
+`Range: bytes=N-` and `If-Range: <validator>` and only a 206 starting at N is appended; a 200
+means the server ignored the range or the file changed, so the part restarts from zero; 416
+means the part is complete (total == N) or bigger than the file (restart). The final file
+appears only after the size (and FITS structure) checks passed, via fsync + os.replace.
 
 When a connection breaks mid-body, aiohttp drops what it had buffered but not yet handed over
 (bounded by its flow control, a few x READ_BUFSIZE); those bytes are fetched again on resume.

@@ -1,4 +1,4 @@
-"""Async JSOC client (aiohttp): jsoc_info, checkAddress and jsoc_fetch (protocol §3).
+"""Async JSOC client (aiohttp): jsoc_info, checkAddress and jsoc_fetch (docs/jsoc-protocol.md §3).
 
 One ClientSession with one TCPConnector (keep-alive; per-host limit 1 by default) talks to one
 JSOC server. The base URL is the server root: CGIs live under `cgi-bin/ajax/`, files under the
@@ -203,7 +203,7 @@ def member_url(tar_url: str, member: str) -> str:
 
 def build_items(reply: ExportReply, file_url: Callable[[str], str],
                 segments: list[str] | tuple[str, ...] = ()) -> list[ExportItem]:
-    """File URLs of a finished export (protocol §4.1): quick -> absolute SUMS path,
+    """File URLs of a finished export (docs/jsoc-protocol.md §4.1): quick -> absolute SUMS path,
     staged -> dir + "/" + filename. A tar export gives the tar first (record "") and then
     its members, whose URLs are `member_url(tar, filename)`. Rows without a file are skipped."""
     if reply.status != 0:

@@ -107,7 +107,7 @@ class EmailVerdict:
 
 
 def verdict_for(email: str, status: int) -> EmailVerdict:
-    """A checkAddress status (protocol §3.7) as a verdict saying what to do."""
+    """A checkAddress status (docs/jsoc-protocol.md §3.7) as a verdict saying what to do."""
     if status == 2:
         return EmailVerdict("ok")
     if status in (4, 1):

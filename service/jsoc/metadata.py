@@ -126,7 +126,7 @@ def _primekeys(payload: dict[str, Any], keywords: list[dict[str, Any]]) -> list[
 
 
 def parse_series_struct(payload: dict[str, Any], name: str | None = None) -> SeriesMeta:
-    """SeriesMeta from a jsoc_info op=series_struct reply (protocol §3.4).
+    """SeriesMeta from a jsoc_info op=series_struct reply (docs/jsoc-protocol.md §3.4).
 
     `name` is the series name as asked; the reply itself does not repeat it.
     """

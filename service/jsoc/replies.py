@@ -1,4 +1,6 @@
-"""The shapes of JSOC's JSON replies (protocol §3), checked before anything is read from them.
+"""The shapes of JSOC's JSON replies, checked before anything is read from them.
+
+The replies are described in docs/jsoc-protocol.md §3 and §4.2.
 
 A reply that does not fit (a wrong type, a missing file list, text that is not storable) raises
 ``JsocMalformedReply``: a transient error, retried with backoff and shown on the job, never

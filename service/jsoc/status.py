@@ -1,5 +1,5 @@
-"""JSOC export status codes (protocol §5.1) -> what the service should do, and typed errors
-that carry JSOC's own message."""
+"""JSOC export status codes -> what the service should do, and typed errors that carry JSOC's
+own message. The codes: docs/jsoc-protocol.md §5.1."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import enum
 import re
 from typing import Any
 
-# Export request ids: JSOC_YYYYMMDD_NNN, optionally _IN or _X_IN (protocol §3.8 step 11).
+# Export request ids: JSOC_YYYYMMDD_NNN, optionally _IN or _X_IN
+# (docs/jsoc-protocol.md §3.8, step 11).
 REQUEST_ID_RE = re.compile(r"JSOC_\d{8}_\d+(?:_X)?(?:_IN)?")
 
 

@@ -1,13 +1,13 @@
 """Submission stage: one exp_request per claimed chunk, under the per-email pending limit that
 the repository's claim enforces across every worker.
 
-Rules (protocol §3.8, §5.1): a url_quick + as-is request answered with status 0 is ready at once
-(no staging, files listed directly); 3 splits the chunk; 4/25 fail it with JSOC's message; 7
-means another export of the email is pending: wait for it by polling it, then submit once more —
-never resubmit in a loop. If this worker might already have submitted (it took over a dead
-worker's reservation, or an earlier attempt got no answer), the pending export may be this
-chunk's own, or another client's with the same email: the request is not adopted blindly but
-sent again once the pending one is done, and JSOC's duplicate rule (same records, template,
+Rules (docs/jsoc-protocol.md §3.8, §5.1): a url_quick + as-is request answered with status 0 is
+ready at once (no staging, files listed directly); 3 splits the chunk; 4/25 fail it with JSOC's
+message; 7 means another export of the email is pending: wait for it by polling it, then submit
+once more — never resubmit in a loop. If this worker might already have submitted (it took over
+a dead worker's reservation, or an earlier attempt got no answer), the pending export may be
+this chunk's own, or another client's with the same email: the request is not adopted blindly
+but sent again once the pending one is done, and JSOC's duplicate rule (same records, template,
 protocol and method within 24 h) answers with the original id, so nothing is staged twice and
 another client's export is never mistaken for ours. Transient failures are retried with backoff
 while the reservation is kept.
@@ -33,7 +33,7 @@ from service.stages.reply_errors import note_malformed
 
 log = logging.getLogger(__name__)
 
-PENDING_COUNT_SECONDS = 3600.0  # JSOC stops counting a pending export after 60 min (L2)
+PENDING_COUNT_SECONDS = 3600.0  # pending exports count for 60 min (docs/jsoc-protocol.md §7.2)
 STILL_PENDING = frozenset({1, 2, 6, 12})
 
 

@@ -1,5 +1,5 @@
 """Exports through the real drms client: url_quick/as-is, url/fits, url-tar, processing,
-index files and the exp_status field sets (protocol §3.8-§4.4)."""
+index files and the exp_status field sets (docs/jsoc-protocol.md §3.8-§4.4)."""
 
 from __future__ import annotations
 

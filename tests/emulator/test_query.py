@@ -1,4 +1,4 @@
-"""The record-set grammar (protocol §6.1): every construct, and clear errors."""
+"""The record-set grammar (docs/jsoc-protocol.md §6.1): every construct, and clear errors."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from service.jsoc.status import (
 
 EMAIL = "a@b.org"
 RS_3M = "hmi.M_45s[2014.01.01_00:00_TAI/3m]"
-STEP = 45.0  # hmi.M_45s cadence (protocol §9.1): /3m holds floor(180 / 45) records
+STEP = 45.0  # hmi.M_45s cadence (docs/jsoc-protocol.md §9.1): /3m holds floor(180 / 45) records
 EXPECTED_3M = int(180 // STEP)
 
 

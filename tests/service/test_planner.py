@@ -1,4 +1,6 @@
-"""Slot arithmetic (protocol §6.3), recordset building, and chunk planning/splitting."""
+"""Slot arithmetic, recordset building, and chunk planning/splitting.
+
+The slot rules: docs/jsoc-protocol.md §6.3."""
 
 from __future__ import annotations
 
@@ -49,7 +51,8 @@ def job(**fields: object):
 
 
 def selected(recordset: str, epoch: float, step: float, round_: float | None = None) -> range:
-    """The slots JSOC would select for a recordset's ``start/duration[@c]`` group (§6.3)."""
+    """The slots JSOC would select for a recordset's ``start/duration[@c]`` group
+    (docs/jsoc-protocol.md §6.3)."""
     match = TIME_GROUP.search(recordset)
     assert match, recordset
     cadence = float(match[3]) if match[3] else None

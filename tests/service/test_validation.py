@@ -15,7 +15,8 @@ from service.validation import (
     validate_job,
 )
 
-# Series facts from protocol §9.1 (prime keys, steps, segments); keyword lists are a subset.
+# Series facts from docs/jsoc-protocol.md §9.1 (prime keys, steps, segments); keyword lists are
+# a subset.
 SERIES_LIST = ["hmi.M_45s", "hmi.M_720s", "hmi.V_45s", "hmi.sharp_720s", "aia.lev1_euv_12s",
                "aia.lev1_uv_24s", "iris.lev1"]
 HMI_EPOCH = "1993.01.01_00:00:00_TAI"
