@@ -15,8 +15,9 @@ COPY jsocsim ./jsocsim
 COPY jsoc_bulk ./jsoc_bulk
 COPY migrations ./migrations
 # Editable install: the service applies the Alembic migrations it finds beside its sources
-# (/app/migrations); a regular install would leave them behind in /app.
-RUN pip install -e . \
+# (/app/migrations); a regular install would leave them behind in /app. The `jsocsim` extra:
+# docker-compose.yml runs the emulator from this image too.
+RUN pip install -e ".[jsocsim]" \
     && useradd --create-home --uid 10001 jsoc \
     && mkdir -p /data && chown jsoc:jsoc /data
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
 import re
@@ -17,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from jsocsim.config import OFFLINE_MODES, STAGING_MODELS, FaultConfig, make_config
-from jsocsim.flares import FLARE_TABLE_ENV, flare_table
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 STAGING_FLAGS = ("staging_delay", "staging_per_record", "staging_per_mb", "staging_slots")
+EXTRA_MODULES = ("numpy", "PIL")  # the `jsocsim` extra: not needed by the daemon
 
 
 def parse_size(text: str) -> int:
@@ -146,6 +147,8 @@ def apply_staging_model(args: dict[str, Any]) -> None:
 
 def use_flare_table(path: str | None) -> str | None:
     """Point the flare look-up at the operator's table; an error message if it is unusable."""
+    from jsocsim.flares import FLARE_TABLE_ENV, flare_table
+
     if not path:
         return None
     os.environ[FLARE_TABLE_ENV] = path
@@ -157,9 +160,24 @@ def use_flare_table(path: str | None) -> str | None:
     return None
 
 
+def missing_extra() -> list[str]:
+    """The emulator's own dependencies that are not installed."""
+    missing = []
+    for name in EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            missing.append(name)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     args = vars(build_parser().parse_args(argv))
+    if missing := missing_extra():
+        print(f"jsocsim: error: the emulator needs {', '.join(missing)}, which `pip install "
+              "jsoc-bulk` leaves out: pip install 'jsoc-bulk[jsocsim]'", file=sys.stderr)
+        return 1
     logging.basicConfig(level=args.pop("log_level").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     faults = dict(args.pop("fault"))

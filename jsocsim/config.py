@@ -109,7 +109,7 @@ class FaultConfig:
 
 
 def _default_records_config() -> Any:
-    """helper-1's RecordsConfig with its defaults (imported lazily)."""
+    """The record engine's RecordsConfig with its defaults (imported lazily: it needs numpy)."""
     from jsocsim.records import RecordsConfig
 
     return RecordsConfig()

@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from jsocsim.config import runtime_view, update_runtime
-from jsocsim.state import SimState, get_state, parse_time_to_tai
+from jsocsim.state import SimState, get_state
+from jsocsim.timeslots import parse_time
 
 
 def manifest_of(state: SimState) -> dict[str, Any]:
@@ -87,7 +88,7 @@ async def handle_clock(request: web.Request) -> web.Response:
             if "advance" in body:
                 state.clock.advance(float(body["advance"]))
             else:
-                state.clock.set(parse_time_to_tai(str(body["now"])))
+                state.clock.set(float(parse_time(str(body["now"]))))
         except (ValueError, TypeError) as exc:
             return bad_request(str(exc))
     return web.json_response(clock_view(state))

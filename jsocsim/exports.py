@@ -306,12 +306,6 @@ class ExportManager:
         return reply
 
     # ---- lifecycle -----------------------------------------------------------------------
-    async def wait_staged(self, requestid: str) -> None:
-        """Wait until the staging thread of `requestid` is done (tests and tools)."""
-        export = self.exports[requestid]
-        if export.task is not None:
-            await asyncio.shield(export.task)
-
     async def close(self) -> None:
         """Drop queued staging work and wait for the threads that are writing files."""
         for export in self.exports.values():

@@ -16,7 +16,6 @@ import numpy as np
 
 ALLOWED_STEPS = ("im_patch", "resize", "rebin", "aia_scale_aialev1", "aia_scale_orig",
                  "aia_scale_other", "Maproj", "HmiB2ptr")
-PASS_THROUGH_STEPS = ("aia_scale_aialev1", "aia_scale_orig", "aia_scale_other")
 UNSUPPORTED_STEPS = ("Maproj", "HmiB2ptr")
 _DEFAULT_FULL_SIDE = 4096
 _DEFAULT_CDELT = 0.6  # arcsec per pixel when the record has no CDELT1

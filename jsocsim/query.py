@@ -70,10 +70,6 @@ class SubsetQuery:
         """Items selected for `key` (empty list = any value)."""
         return self.key_items.get(key.name, [])
 
-    def without_segments(self) -> str:
-        """The query text with any `{…}` segment filter removed."""
-        return re.sub(r"\{[^}]*\}\s*$", "", self.text.strip())
-
 
 def _bad(detail: str, text: str) -> QueryError:
     return QueryError(f"Bad record-set subset specification '{text}': {detail}")

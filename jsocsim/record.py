@@ -18,18 +18,6 @@ if TYPE_CHECKING:
     from jsocsim.seriesmodel import SeriesModel
 
 NO_IMAGE = -0x80000000  # QUALITY bit 31 as a signed 32-bit int
-PSEUDO_KEYS = (
-    "*recnum*",
-    "*sunum*",
-    "*size*",
-    "*online*",
-    "*retain*",
-    "*archive*",
-    "*recdir*",
-    "*dirmtime*",
-    "*logdir*",
-    "*spec*",
-)
 
 
 class Record:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,10 +13,15 @@ from typing import Any
 from aiohttp import web
 
 from jsocsim import cgi_info, control, files
+from jsocsim.catalog import Catalog
+from jsocsim.cgi_fetch import handle_jsoc_fetch
 from jsocsim.config import EmulatorConfig, make_config, update_runtime
+from jsocsim.exports import ExportManager
 from jsocsim.faults import Faults
+from jsocsim.records import RecordEngine
 from jsocsim.state import STATE_KEY, SimClock, SimState, client_ip, get_state
 from jsocsim.stats import Stats
+from jsocsim.store import FileStore
 
 log = logging.getLogger(__name__)
 CGI_PREFIX = "/cgi-bin/ajax/"
@@ -27,10 +30,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def build_state(config: EmulatorConfig) -> SimState:
     """Wire catalog, record engine, file store, exports, stats, faults and clock together."""
-    from jsocsim.catalog import Catalog
-    from jsocsim.records import RecordEngine
-    from jsocsim.store import FileStore
-
     config.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SimClock(config.clock_start)
     catalog = Catalog.load()
@@ -40,19 +39,8 @@ def build_state(config: EmulatorConfig) -> SimState:
                      faults=Faults(config.faults, clock, config.records), clock=clock)
     if config.faults.offline_rate > 0:
         state.faults.apply_offline_rate()
-    export_manager = optional_attr("jsocsim.exports", "ExportManager")
-    state.exports = export_manager(state) if export_manager else None
+    state.exports = ExportManager(state)  # it reads the rest of the state
     return state
-
-
-def optional_attr(module: str, name: str) -> Any:
-    """`module.name`, or None while that module does not exist yet (parallel development)."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-        return None
 
 
 def plain_error(status: int, text: str, retry_after: float | None = None) -> web.Response:
@@ -104,16 +92,6 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
                                  status=500)
 
 
-async def _fetch_unavailable(request: web.Request) -> web.Response:
-    return web.json_response({"status": 4, "error": "jsoc_fetch is not available"})
-
-
-def jsoc_fetch_handler() -> Handler:
-    """helper-3's jsoc_fetch handler (a stub answering status 4 while it does not exist)."""
-    handler = optional_attr("jsocsim.cgi_fetch", "handle_jsoc_fetch")
-    return handler or _fetch_unavailable
-
-
 def create_app(state: SimState) -> web.Application:
     """The emulator's aiohttp application for `state`."""
     app = web.Application(middlewares=[latency_middleware, fault_middleware])
@@ -123,7 +101,7 @@ def create_app(state: SimState) -> web.Application:
         "showextseries": cgi_info.handle_showextseries,
         "jsoc_info": cgi_info.handle_jsoc_info,
         "checkAddress.sh": cgi_info.handle_check_address,
-        "jsoc_fetch": jsoc_fetch_handler(),
+        "jsoc_fetch": handle_jsoc_fetch,
     }
     for name, handler in cgis.items():
         app.router.add_route("GET", CGI_PREFIX + name, handler)
@@ -135,11 +113,7 @@ def create_app(state: SimState) -> web.Application:
 
 
 async def _close_exports(app: web.Application) -> None:
-    close = getattr(app[STATE_KEY].exports, "close", None)
-    if close is not None:
-        result = close()
-        if inspect.isawaitable(result):
-            await result
+    await app[STATE_KEY].exports.close()
 
 
 class Emulator:

@@ -113,11 +113,6 @@ class FileStore:
         self._remember(url_path, len(data), hashlib.sha256(data).hexdigest(), recipe)
         return path
 
-    def copy_file(self, source_url: str, url_path: str) -> Path:
-        """Put a copy of the (already generated) file `source_url` at `url_path`."""
-        data = self.disk_path(source_url).read_bytes()
-        return self.write_bytes(url_path, data, self._recipes.get(source_url))
-
     def write_recipe(self, url_path: str, recipe: FileRecipe) -> Path:
         """Render `recipe` and write it at `url_path`."""
         return self.write_bytes(url_path, recipe.render(), recipe)

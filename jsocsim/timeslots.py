@@ -70,12 +70,6 @@ def utc_to_tai(dt: datetime) -> float:
     return naive + tai_minus_utc_at_utc(naive)
 
 
-def tai_to_utc(tai: float) -> datetime:
-    """TAI seconds -> naive UTC datetime (a leap second maps to 23:59:59.xxx)."""
-    naive, _ = _utc_naive_from_tai(tai)
-    return DRMS_EPOCH + timedelta(seconds=naive)
-
-
 def tai_to_datetime(tai: float) -> datetime:
     """TAI seconds -> naive datetime on the TAI scale."""
     return DRMS_EPOCH + timedelta(seconds=tai)

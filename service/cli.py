@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from importlib import metadata
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from jsoc_bulk.client import Client
@@ -30,6 +28,7 @@ from service.cli_options import add_settings_flags, add_spec_flags, spec_from_ar
 from service.cli_preview import print_preview
 from service.cli_progress import exports_info, follow_job, human_bytes, status_line
 from service.settings import Settings, SettingsError, load_settings
+from service.version import package_version
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
 FINAL_EXIT = {"succeeded": EXIT_OK, "completed_with_errors": EXIT_PARTIAL,
@@ -37,7 +36,6 @@ FINAL_EXIT = {"succeeded": EXIT_OK, "completed_with_errors": EXIT_PARTIAL,
 API_URL_ENV = "JSOC_BULK_API_URL"
 DEBUG_ENV = "JSOC_BULK_DEBUG"
 ACTIONS = ("cancel", "pause", "resume", "retry")
-log = logging.getLogger("jsoc-bulk")
 
 
 class CliError(Exception):
@@ -64,19 +62,12 @@ def _common_parser(client: bool = False) -> argparse.ArgumentParser:
     return common
 
 
-def _version() -> str:
-    try:
-        return metadata.version("jsoc-bulk")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _top_parser(client: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jsoc-bulk", parents=[client],
                                      description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n")[-1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"jsoc-bulk {_version()}")
+    parser.add_argument("--version", action="version", version=f"jsoc-bulk {package_version()}")
     return parser
 
 
@@ -96,7 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--workers-only", action="store_true", help="run the workers only")
     serve.add_argument("--db-upgrade", action="store_true",
                        help="apply database migrations at start (SQLite is always migrated)")
+    _add_job_commands(command)
+    command("workers", "list workers with their heartbeats").add_argument(
+        "--json", action="store_true", help="print the list as JSON")
+    add_file_commands(command)
+    db = command("db", "database maintenance", daemon=True)
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_sub.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
+    add_ops_commands(command, common)
+    return parser
 
+
+def _add_job_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """submit, jobs, status, watch, the actions and delete."""
     submit = command("submit", "submit a job from flags and/or a JSON file")
     submit.add_argument("spec_file", nargs="?", metavar="SPEC.json",
                         help="job spec as JSON ('-' for stdin); flags override its fields")
@@ -132,17 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("job_id", metavar="JOB")
     delete.add_argument("--delete-files", action="store_true",
                         help="also delete its downloaded files (inside the data directory)")
-
-    command("workers", "list workers with their heartbeats").add_argument(
-        "--json", action="store_true", help="print the list as JSON")
-
-    add_file_commands(command)
-
-    db = command("db", "database maintenance", daemon=True)
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
-    db_sub.add_parser("upgrade", parents=[common], help="migrate the database to the newest schema")
-    add_ops_commands(command, common)
-    return parser
 
 
 def _add_interval_flag(parser: argparse.ArgumentParser) -> None:
@@ -347,20 +339,6 @@ def _redacted(url: str) -> str:
 
 # --- the daemon --------------------------------------------------------------------------------
 
-WorkerRunner = Callable[[Settings, Any, asyncio.Event], Awaitable[None]]
-
-
-def load_worker_runner() -> WorkerRunner | None:
-    """``service.worker.run_workers(settings, repo, stop)``, or None while it does not exist."""
-    try:
-        from service.worker import run_workers  # type: ignore[import-not-found]
-    except ImportError as exc:
-        if exc.name != "service.worker":
-            raise
-        log.warning("workers unavailable (%s)", exc)
-        return None
-    return run_workers  # type: ignore[no-any-return]
-
 
 async def _prepare_database(url: str, upgrade: bool = False) -> None:
     """Migrate SQLite (or any database with ``upgrade``); otherwise insist it is up to date."""
@@ -379,6 +357,7 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
     from service.api.admission import api_pool
     from service.api.app import serve_api
     from service.db.repo import Repo
+    from service.worker import run_workers
 
     assert settings.database_url and settings.download_dir
     settings.download_dir.mkdir(parents=True, exist_ok=True)
@@ -392,18 +371,12 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
     api_repo = repo.sibling(**api_pool()) if api and workers else repo  # own pool
     if api:
         tasks.append(asyncio.create_task(serve_api(settings, api_repo, stop), name="api"))
-    runner = load_worker_runner() if workers else None
-    if runner is not None:
-        tasks.append(asyncio.create_task(runner(settings, repo, stop), name="workers"))
-    elif workers:
-        log.warning("service.worker is not available: running the API only")
-    if tasks and settings.metrics_port is not None:
+    if workers:
+        tasks.append(asyncio.create_task(run_workers(settings, repo, stop), name="workers"))
+    if settings.metrics_port is not None:
         from service.api.ops import serve_ops
 
         tasks.append(asyncio.create_task(serve_ops(settings, repo, stop), name="ops"))
-    if not tasks:
-        await repo.close()
-        raise CliError("nothing to run: --workers-only, but service.worker is not available")
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()  # one part ended (or failed): stop the other one too

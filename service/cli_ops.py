@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from service.config_file import config_path, example_toml, show_rows
-from service.settings import Settings
+from service.config_file import example_toml, show_rows
+from service.settings import Settings, config_path
 
 EXIT_OK, EXIT_ERROR = 0, 1
 

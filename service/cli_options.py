@@ -11,9 +11,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from service.config_file import CONFIG_ENV
 from service.safetext import json_text_problems
-from service.settings import Settings, default_text
+from service.settings import CONFIG_ENV, Settings, default_text
 
 # JobSpec field -> how its flag is read (tests check this covers every field of the model)
 SPEC_FLAGS: dict[str, str] = {

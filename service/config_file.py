@@ -1,8 +1,7 @@
-"""The configuration file (``--config FILE`` or ``$JSOC_BULK_CONFIG``): TOML holding any
-setting by its name (``max_chunk_records = 1000``; dashes allowed). Precedence: flag >
-environment > file > default. ``jsoc-bulk config show`` prints each setting, its value
-(secrets redacted) and where it came from; ``jsoc-bulk config example`` prints a file
-documenting every setting, from the descriptions of the Settings model.
+"""What ``jsoc-bulk config`` shows about the settings: ``config show`` prints each setting, its
+value (secrets redacted) and where it came from (flag > environment > file > default);
+``config example`` prints a configuration file documenting every setting, from the
+descriptions of the Settings model. The file itself is read by ``service.settings``.
 """
 
 from __future__ import annotations
@@ -10,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,9 +16,8 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from service.settings import DERIVED_DEFAULTS, Settings, SettingsError, default_text
+from service.settings import DERIVED_DEFAULTS, Settings, default_text, read_config
 
-CONFIG_ENV = "JSOC_BULK_CONFIG"
 ENV_PREFIX = "JSOC_BULK_"
 Source = Literal["flag", "env", "file", "default"]
 # example values of settings without a default worth showing
@@ -30,29 +27,6 @@ EXAMPLES: dict[str, Any] = {
     "token": "a-long-random-string", "metrics_port": 9470,
     "host_connection_limits": {"mirror.example.org": 4},
 }
-
-
-def config_path(flag: str | Path | None) -> Path | None:
-    """The configuration file: the flag, else $JSOC_BULK_CONFIG, else none."""
-    chosen = flag if flag not in (None, "") else os.environ.get(CONFIG_ENV) or None
-    return Path(chosen).expanduser() if chosen is not None else None
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """The settings in a TOML file; SettingsError naming the file and what is wrong."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"cannot read the configuration file {path}: "
-                            f"{exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"the configuration file {path} is not valid TOML: {exc}") from None
-    values = {key.replace("-", "_"): value for key, value in data.items()}
-    unknown = sorted(set(values) - set(Settings.model_fields))
-    if unknown:
-        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known settings: "
-                            f"{', '.join(Settings.model_fields)}")
-    return values
 
 
 def sources(flags: dict[str, Any], config: Path | None) -> dict[str, Source]:

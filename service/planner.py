@@ -318,10 +318,3 @@ def split_chunk(chunk: ChunkPlan) -> tuple[ChunkPlan, ChunkPlan]:
                          chunk.stride)
     return first, second
 
-
-def count_slots(spec: JobSpec, meta: SeriesMeta) -> int:
-    """Sampled slots in the whole job's range (0 for a recordset or open-ended job)."""
-    if spec.recordset is not None or meta.time_key() is None or spec.start_tai is None \
-            or spec.end_tai is None:
-        return 0
-    return len(job_slots(spec, meta))

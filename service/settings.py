@@ -1,5 +1,6 @@
 """Service configuration (pydantic-settings). Precedence: flags > environment > configuration
-file (``--config`` / ``JSOC_BULK_CONFIG``, TOML, see ``service.config_file``) > defaults.
+file (``--config`` / ``JSOC_BULK_CONFIG``: TOML holding any setting by its name, e.g.
+``max_chunk_records = 1000``, dashes allowed) > defaults. ``service.config_file`` shows them.
 
 Every field can be set from the environment as ``JSOC_BULK_<FIELD>`` (e.g. ``JSOC_BULK_EMAIL``;
 dicts as JSON: ``JSOC_BULK_HOST_CONNECTION_LIMITS='{"example.org": 2}'``). The CLI passes its
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+CONFIG_ENV = "JSOC_BULK_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
@@ -264,14 +267,35 @@ def default_text(name: str) -> str:
         default, bool) else str(default)
 
 
+def config_path(flag: str | Path | None) -> Path | None:
+    """The configuration file: the flag, else $JSOC_BULK_CONFIG, else none."""
+    chosen = flag if flag not in (None, "") else os.environ.get(CONFIG_ENV) or None
+    return Path(chosen).expanduser() if chosen is not None else None
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file; SettingsError naming the file and what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read the configuration file {path}: "
+                            f"{exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"the configuration file {path} is not valid TOML: {exc}") from None
+    values = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known settings: "
+                            f"{', '.join(Settings.model_fields)}")
+    return values
+
+
 def load_settings(config: str | Path | None = None, **flags: Any) -> Settings:
     """Settings from flags (``None`` = not given), the environment, the configuration file
     (``config``, else ``$JSOC_BULK_CONFIG``) and defaults.
 
     Raises SettingsError with a clear message instead of a pydantic traceback.
     """
-    from service.config_file import config_path, read_config
-
     path = config_path(config)
     given = {name: value for name, value in flags.items() if value is not None}
     token = _FILE_VALUES.set(read_config(path) if path else {})

@@ -47,7 +47,6 @@ def _leap_table() -> tuple[list[float], list[float]]:
 
 
 _LEAP_STARTS_UTC, _LEAP_OFFSETS = _leap_table()
-_LEAP_STARTS_TAI = [s + o for s, o in zip(_LEAP_STARTS_UTC, _LEAP_OFFSETS, strict=True)]
 
 
 def tai_minus_utc(utc: datetime) -> float:
@@ -68,23 +67,6 @@ def utc_to_tai(utc: datetime) -> float:
     """UTC datetime (naive = UTC, or aware) -> TAI seconds since the DRMS epoch."""
     naive = _naive_utc(utc)
     return (naive - DRMS_EPOCH).total_seconds() + tai_minus_utc(naive)
-
-
-def _utc_seconds(tai: float) -> tuple[float, bool]:
-    """UTC-calendar seconds since 1977-01-01 for a TAI instant; True inside a leap second."""
-    i = max(bisect.bisect_right(_LEAP_STARTS_TAI, tai) - 1, 0)
-    utc = tai - _LEAP_OFFSETS[i]
-    nxt = i + 1
-    if nxt < len(_LEAP_STARTS_UTC) and utc >= _LEAP_STARTS_UTC[nxt]:
-        # The inserted second 23:59:60: report it as 23:59:59.x and flag it.
-        return utc - 1.0, True
-    return utc, False
-
-
-def tai_to_utc(tai: float) -> datetime:
-    """TAI seconds -> naive UTC datetime (an inserted leap second shows as 23:59:59.x)."""
-    seconds, _ = _utc_seconds(tai)
-    return DRMS_EPOCH + timedelta(seconds=seconds)
 
 
 def tai_to_datetime(tai: float) -> datetime:
@@ -210,14 +192,6 @@ def format_tai(tai: float) -> str:
     dt = tai_to_datetime(round(tai, 6))
     sec = dt.second + dt.microsecond / 1e6
     return f"{dt:%Y.%m.%d_%H:%M}:{_seconds_text(sec)}_TAI"
-
-
-def format_iso_utc(tai: float) -> str:
-    """TAI seconds -> ISO UTC string, e.g. 2014-01-01T00:00:01Z (second 60 in a leap second)."""
-    seconds, in_leap = _utc_seconds(round(tai, 6))
-    dt = DRMS_EPOCH + timedelta(seconds=seconds)
-    sec = dt.second + dt.microsecond / 1e6 + (1 if in_leap else 0)
-    return f"{dt:%Y-%m-%dT%H:%M}:{_seconds_text(sec)}Z"
 
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)", re.IGNORECASE)

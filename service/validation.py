@@ -226,11 +226,3 @@ def check_against_series(spec: JobSpec, meta: SeriesMeta) -> None:
     if problems:
         raise SpecError(problems)
 
-
-def validate_job(
-    spec: JobSpec, meta: SeriesMeta, series_names: Iterable[str] | None = None
-) -> None:
-    """Full check: the series exists (when the series list is known), then the spec fits it."""
-    if series_names is not None:
-        check_series_exists(spec.series_name, series_names)
-    check_against_series(spec, meta)

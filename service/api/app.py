@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import metadata
 
 from aiohttp import web
 
@@ -30,16 +29,10 @@ from service.db.repo import Repo
 from service.jsoc.client import JsocClient
 from service.jsoc.metadata import SeriesMeta
 from service.settings import Settings
+from service.version import package_version
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("jsoc-bulk")
-    except metadata.PackageNotFoundError:
-        return "0"
 
 
 async def _not_running(series: str) -> SeriesMeta:

@@ -38,6 +38,7 @@ from service.ops import jsoc_state
 from service.ops.db_metrics import database_families, exposition
 from service.ops.metrics import PREFIX
 from service.settings import Settings
+from service.version import package_version
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 5.0
@@ -229,8 +230,6 @@ def ops_app(settings: Settings, repo: Repo) -> web.Application:
         middlewares.append(make_auth_middleware(settings.token_value,
                                                 public=lambda request: request.path in paths))
     app = web.Application(middlewares=middlewares)
-    from service.api.app import package_version  # app.py imports this module
-
     app[CONTEXT] = ApiContext(settings=settings, repo=repo, series_lookup=_no_series,
                               version=package_version())
     add_ops_routes(app, with_db_metrics=False)

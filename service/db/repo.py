@@ -7,9 +7,9 @@ The methods are grouped in mixins by concern (one module each):
 * ``repo_exports``  claim_chunk_to_export (per-email limit), record_export_submitted,
                     claim_exports_to_poll, record_poll
 * ``repo_outcomes`` record_export_ready (file rows, dedup), mark_export_expired, fail_export,
-                    split_chunk, fail_chunk
+                    split_chunk
 * ``repo_files``    claim_files_to_download (per-host limit), update_file_progress (fenced),
-                    finish_file, fail_file, schedule_retry, release_file, stored files
+                    finish_file, fail_file, schedule_retry, stored files
 * ``repo_tars``     the same, extended with the outcomes of url-tar tar rows; tar_members
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
 * ``repo_overview`` read-only dashboard views: a job's exports, politeness figures

@@ -7,7 +7,6 @@ locking the email's ``email_slots`` row (Postgres) or inside BEGIN IMMEDIATE (SQ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -193,18 +192,6 @@ class ExportsMixin(RepoBase):
                 lease_owner=None, lease_expires_at=None, updated_at=t))
             return True
         return await fenced(self._run(tx))
-
-    async def known_request_ids(self, request_ids: Iterable[str]) -> set[str]:
-        """Which of these JSOC request ids some export row already carries."""
-        wanted = [r for r in request_ids if r]
-        if not wanted:
-            return set()
-
-        async def tx(s: AsyncSession) -> set[str]:
-            rows = await s.execute(select(Export.request_id).distinct()
-                                   .where(Export.request_id.in_(wanted)))
-            return {r for r in rows.scalars() if r}
-        return await self._run(tx, read_only=True)
 
 
 def _export_claim(export_id: int, chunk: Chunk, email: str, spec: dict[str, Any], token: int,

@@ -378,12 +378,6 @@ class FilesMixin(RepoBase):
                                            next_attempt_at=next_attempt_at,
                                            bytes_done=bytes_done), now)
 
-    async def release_file(self, file_id: int, *, lease_token: int,
-                           bytes_done: int | None = None, now: datetime | None = None) -> bool:
-        """Hand a downloading file back unfinished (shutdown); no attempt is counted."""
-        return await self._one(FileOutcome(file_id, "release", lease_token,
-                                           bytes_done=bytes_done), now)
-
     async def _one(self, outcome: FileOutcome, now: datetime | None) -> bool:
         [result] = await self.record_file_outcomes([outcome], now=now)
         return result

@@ -17,8 +17,6 @@ from service.db.models import EXPORT_PENDING, JOB_ACTIVE, Chunk, Export, File, H
 from service.db.repo_base import RepoBase
 from service.db.tar_rows import NOT_TAR_ROW
 
-COUNTER_STATES = ("open", "done", "failed", "skipped")
-
 
 @dataclass
 class JobFigures:

@@ -190,19 +190,6 @@ class OutcomesMixin(RepoBase):
             return True
         return await fenced(self._run(tx))
 
-    async def fail_chunk(self, chunk_id: int, message: str, *,
-                         lease_token: int | None = None) -> bool:
-        """Fail a chunk for good: pending exports closed, unfinished files failed."""
-        async def tx(s: AsyncSession) -> bool:
-            chunk = await s.get(Chunk, chunk_id)
-            if chunk is None or chunk.state not in CHUNK_OPEN:
-                return False
-            if lease_token is not None and chunk.lease_token != lease_token:
-                raise LeaseLost(f"lease on chunk {chunk_id} was taken over")
-            await self._fail_chunk(s, chunk_id, message)
-            return True
-        return await fenced(self._run(tx))
-
     async def _fail_chunk(self, s: AsyncSession, chunk_id: int, message: str) -> None:
         t = self.now()
         await s.execute(guarded(Export).where(Export.chunk_id == chunk_id,

@@ -20,7 +20,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 MAX_COMPONENT_BYTES = 255
 PART_SUFFIX = ".part"
@@ -133,14 +133,6 @@ def lstat_size(path: Path) -> int:
 def part_path(dest: Path) -> Path:
     """The partial-download file that belongs to `dest`."""
     return dest.with_name(dest.name + PART_SUFFIX)
-
-
-def basename_from_server(path: str) -> str:
-    """The last component of a server path (e.g. an absolute SUMS path), validated."""
-    name = PurePosixPath(path).name
-    if not name:
-        raise _reject(path, "it has no file name")
-    return check_filename(name)
 
 
 def fsync_path(path: Path) -> None:

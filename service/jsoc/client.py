@@ -13,7 +13,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import quote_plus
@@ -43,6 +42,7 @@ from service.jsoc.status import (
 )
 from service.ops import jsoc_state, metrics
 from service.safetext import clean_text
+from service.version import package_version
 
 __all__ = ["ExportItem", "ExportReply", "JsocClient", "build_items", "member_url", "user_agent"]
 
@@ -65,11 +65,7 @@ def clear_series_cache() -> None:
 
 def user_agent() -> str:
     """`jsoc-bulk/<version>`."""
-    try:
-        version = importlib_metadata.version("jsoc-bulk")
-    except importlib_metadata.PackageNotFoundError:
-        version = "0"
-    return f"jsoc-bulk/{version}"
+    return f"jsoc-bulk/{package_version()}"
 
 
 def _series_name(recordset: str) -> str:

@@ -99,7 +99,6 @@ def test_where_clauses(catalog: Catalog) -> None:
 def test_segment_filter(catalog: Catalog) -> None:
     q = one("hmi.sharp_720s[4864][2014.11.30_00:00_TAI]{continuum, magnetogram}", catalog)
     assert q.segments == ["continuum", "magnetogram"]
-    assert q.without_segments() == "hmi.sharp_720s[4864][2014.11.30_00:00_TAI]"
 
 
 def test_comma_joined_record_sets(catalog: Catalog) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from service import cli
-from service.config_file import CONFIG_ENV, example_toml
-from service.settings import Settings, SettingsError, default_text, load_settings
+from service.config_file import example_toml
+from service.settings import CONFIG_ENV, Settings, SettingsError, default_text, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,12 +13,10 @@ from service.timeutil import (
     DRMS_EPOCH,
     TimeFormatError,
     format_duration,
-    format_iso_utc,
     format_tai,
     parse_duration,
     parse_time,
     tai_minus_utc,
-    tai_to_utc,
 )
 from service.validation import parse_job_spec
 
@@ -58,8 +56,6 @@ def test_leap_second_and_offsets_follow_the_table() -> None:
         assert tai_minus_utc(calendar) == pytest.approx(expected, abs=1e-6)
     leap = parse_time("2016-12-31T23:59:60Z")
     assert leap == parse_time("2016-12-31T23:59:59Z") + 1 == parse_time("2017-01-01T00:00:00Z") - 1
-    assert format_iso_utc(leap) == "2016-12-31T23:59:60Z"
-    assert tai_to_utc(parse_time("2017-01-01T00:00:00Z")) == datetime(2017, 1, 1)
 
 
 def test_jsoc_and_iso_forms() -> None:
@@ -74,7 +70,6 @@ def test_jsoc_and_iso_forms() -> None:
     assert parse_time("2014.01.01_00:00:00") - parse_time("2014.01.01_00:00:00_TAI") == 35
     for text in ("2014.01.01_00:00:00.25_TAI", "2015.06.30_23:59:59_TAI"):
         assert format_tai(parse_time(text)) == text
-    assert format_iso_utc(parse_time("2014-01-01T00:00:01Z")) == "2014-01-01T00:00:01Z"
 
 
 @pytest.mark.parametrize("bad", ["yesterday", "2014.13.01", "2014-01-01T25:00", "2014/13/01",

@@ -12,7 +12,6 @@ from service.validation import (
     check_against_series,
     check_series_exists,
     parse_job_spec,
-    validate_job,
 )
 
 # Series facts from docs/jsoc-protocol.md §9.1 (prime keys, steps, segments); keyword lists are
@@ -91,7 +90,8 @@ def test_valid_specs_pass() -> None:
     check_against_series(spec(series="AIA.lev1_euv_12s", wavelengths=[171, 193],
                               segments=["image"], cadence="60s",
                               where=["exptime > 1.5"]), aia_meta())
-    validate_job(spec(), hmi_meta(), SERIES_LIST)
+    check_series_exists(spec().series_name, SERIES_LIST)
+    check_against_series(spec(), hmi_meta())
 
 
 def test_unknown_series_suggests_close_matches() -> None:
@@ -197,7 +197,8 @@ async def test_validation_with_emulator_metadata(tmp_path: Any) -> None:
         async with session.get(emu.base_url + "cgi-bin/ajax/show_series") as response:
             names = [row["name"] for row in json.loads(await response.text())["names"]]
         meta = await emulator_meta(session, emu.base_url, "hmi.M_720s")
-        validate_job(spec(segments=["magnetogram"], where=["QUALITY = 0"]), meta, names)
+        check_series_exists("hmi.M_720s", names)
+        check_against_series(spec(segments=["magnetogram"], where=["QUALITY = 0"]), meta)
         (message,) = problems(spec(segments=["image"]), meta)
         assert message == ("Unexpected Segments were passed: ['image']. The series hmi.M_720s "
                            f"contains the following Segments {meta.segment_names}")
@@ -208,5 +209,5 @@ async def test_validation_with_emulator_metadata(tmp_path: Any) -> None:
                                   segments=["image"], cadence="1m",
                                   path_template="{T_REC:%Y}/{WAVELNTH}/{filename}"), aia)
         with pytest.raises(SpecError) as info:
-            validate_job(spec(series="hmi.M_72s"), meta, names)
+            check_series_exists(spec(series="hmi.M_72s").series_name, names)
         assert "did you mean" in info.value.problems[0] and "hmi.M_720s" in info.value.problems[0]
