@@ -16,6 +16,7 @@ venv: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check service jsoc_bulk jsocsim tests bench migrations scripts
+	$(VENV)/bin/mypy
 
 test: $(STAMP) lint browser
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -31,4 +32,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build *.egg-info

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from jsocsim.catalog import Segment, Series
 from jsocsim.cgi_info import request_params
 from jsocsim.fitsgen import FileRecipe
 from jsocsim.images import (
@@ -35,9 +36,16 @@ from jsocsim.processing import (
     plan_transform,
     spec_from_params,
 )
-from jsocsim.query import QueryError, parse_recordset, single_series
+from jsocsim.query import QueryError, SubsetQuery, parse_recordset, single_series
+from jsocsim.record import Record
 from jsocsim.state import SimState, client_ip, get_state
-from jsocsim.store import ExportFile, ExportPlan, record_seed, stored_file_recipe
+from jsocsim.store import (
+    ExportDirectory,
+    ExportFile,
+    ExportPlan,
+    record_seed,
+    stored_file_recipe,
+)
 
 METHODS = ("url_quick", "url", "url-tar")
 AS_IS_PROTOCOLS = ("as-is", "su-as-is", "su")
@@ -111,7 +119,7 @@ class RequestParams:
 
 
 # ---- filenames -----------------------------------------------------------------------------
-def render_filename(fmt: str, series_name: str, record: Any, file_name: str,
+def render_filename(fmt: str, series_name: str, record: Record, file_name: str,
                     counter: int) -> str:
     """Apply a filenamefmt template ({seriesname} {recnum:%d} {segment} {#:%04d} {KEY:A})."""
 
@@ -138,14 +146,14 @@ def render_filename(fmt: str, series_name: str, record: Any, file_name: str,
     return _FIELD_RE.sub(field_value, fmt)
 
 
-def _printf(layout: str, value: Any) -> str:
+def _printf(layout: str, value: object) -> str:
     try:
         return layout.replace("ll", "").replace("l", "") % value
     except (TypeError, ValueError):
         return str(value)
 
 
-def _number(text: str) -> Any:
+def _number(text: str) -> int | float | str:
     try:
         return int(text, 0)
     except ValueError:
@@ -155,7 +163,7 @@ def _number(text: str) -> Any:
             return text
 
 
-def _keyword_text(record: Any, name: str) -> str | None:
+def _keyword_text(record: Record, name: str) -> str | None:
     """A keyword's rs_list text, or None when the series has no such keyword or prime key."""
     series = record.series
     if series.keyword(name) is not None:
@@ -167,7 +175,7 @@ def _keyword_text(record: Any, name: str) -> str | None:
 
 
 # ---- planning ------------------------------------------------------------------------------
-def open_subsets(state: SimState, request: RequestParams) -> list[Any]:
+def open_subsets(state: SimState, request: RequestParams) -> list[SubsetQuery]:
     """Parse ds; one existing series for every subset (status 4 otherwise)."""
     try:
         subsets = parse_recordset(request.ds, state.catalog)
@@ -181,12 +189,15 @@ def open_subsets(state: SimState, request: RequestParams) -> list[Any]:
     return subsets
 
 
-def wanted_segments(series: Any, subsets: list[Any]) -> list[Any]:
+def wanted_segments(series: Series, subsets: list[SubsetQuery]) -> list[Segment]:
     """Segments in the order the {…} filters name them (all of the series' when none does)."""
-    if any(q.segments is None for q in subsets):
-        return list(series.segments)
-    names = dict.fromkeys(name for q in subsets for name in q.segments)
-    return [series.segment(name) for name in names]
+    names: dict[str, None] = {}
+    for q in subsets:
+        if q.segments is None:
+            return list(series.segments)
+        names.update(dict.fromkeys(q.segments))
+    # the parser checked every name against the series, so none is dropped here
+    return [seg for name in names if (seg := series.segment(name)) is not None]
 
 
 def size_mb(nbytes: float) -> int:
@@ -196,7 +207,7 @@ def size_mb(nbytes: float) -> int:
     return max(1, int(nbytes) // 2**20)
 
 
-def size_limit(state: SimState, request: RequestParams, series: Any) -> int:
+def size_limit(state: SimState, request: RequestParams, series: Series) -> int:
     """Status-3 limit: /10 for compressed storage sent uncompressed, x10 for the reverse."""
     limit = state.config.max_export_mb
     stored = bool(series.segments) and "compress" in series.segments[0].cparms.lower()
@@ -256,7 +267,7 @@ class _Output:
     mod_files: dict[str, str]  # segment name -> stored file name in the _mod series
 
     @classmethod
-    def of(cls, state: SimState, series: Any, request: RequestParams) -> _Output:
+    def of(cls, state: SimState, series: Series, request: RequestParams) -> _Output:
         if not request.process.active:
             return cls(series.name, False, {})
         name = mod_series_name(series.name, state.catalog.names())
@@ -266,7 +277,7 @@ class _Output:
         return cls(name, True, files)
 
 
-def _full_shape(segment: Any) -> tuple[int, int] | None:
+def _full_shape(segment: Segment) -> tuple[int, int] | None:
     dims = segment.dims.lower().split("x")
     if len(dims) == 2 and all(d.isdigit() for d in dims):
         return int(dims[1]), int(dims[0])
@@ -279,13 +290,13 @@ def _compress(request: RequestParams, stored: FileRecipe) -> bool:
     return "compress" in request.cparms.lower()
 
 
-def sums_path(state: SimState, record: Any, file_name: str) -> str:
+def sums_path(state: SimState, record: Record, file_name: str) -> str:
     """The stored file's SUMS path (also for offline units, whose directory is not served)."""
     partition = 1 + record.sunum % state.engine.config.sum_partitions
     return f"/SUM{partition}/D{record.sunum}/S{record.su_slot:05d}/{file_name}"
 
 
-def _export_names(request: RequestParams, out: _Output, record: Any, seg: Any,
+def _export_names(request: RequestParams, out: _Output, record: Record, seg: Segment,
                   file_name: str, counter: int) -> tuple[str, str | None]:
     """(name in the export directory, name of the directory segment holding it or None).
 
@@ -302,8 +313,8 @@ def _export_names(request: RequestParams, out: _Output, record: Any, seg: Any,
                            counter), None
 
 
-def record_files(state: SimState, request: RequestParams, out: _Output, record: Any,
-                 segments: list[Any], counter: int) -> tuple[list[ExportFile], float]:
+def record_files(state: SimState, request: RequestParams, out: _Output, record: Record,
+                 segments: list[Segment], counter: int) -> tuple[list[ExportFile], float]:
     """Export files of one record and their survey bytes (missing files have no recipe)."""
     name = record.name()
     keywords = record.keyword_values() if request.protocol == "fits" or out.processed else None
@@ -324,15 +335,16 @@ def record_files(state: SimState, request: RequestParams, out: _Output, record: 
             recipe = None if missing else dataclasses.replace(
                 stored, filename=filename, keywords=header, transform=transform,
                 compress=_compress(request, stored) if stored.is_fits() else False)
+            holder = (None if directory is None
+                      else ExportDirectory(directory, sums_path(state, record, seg.stored)))
             files.append(ExportFile(
-                row_name, filename, sums_path(state, record, file_name), recipe, directory,
-                sums_path(state, record, seg.stored) if directory else None))
+                row_name, filename, sums_path(state, record, file_name), recipe, holder))
             nbytes += 0 if missing else size * (transform.size_ratio() if transform else 1.0)
     return files, nbytes
 
 
-def fill_plan(state: SimState, request: RequestParams, plan: ExportPlan, records: list[Any],
-              segments: list[Any]) -> None:
+def fill_plan(state: SimState, request: RequestParams, plan: ExportPlan, records: list[Record],
+              segments: list[Segment]) -> None:
     """Files, survey size, offline flag, duplicate digest and keyword rows of the export."""
     series = records[0].series
     out = _Output.of(state, series, request)
@@ -350,7 +362,7 @@ def fill_plan(state: SimState, request: RequestParams, plan: ExportPlan, records
     plan.digest = export_digest(request, records, segments)
 
 
-def export_digest(request: RequestParams, records: list[Any], segments: list[Any]) -> str:
+def export_digest(request: RequestParams, records: list[Record], segments: list[Segment]) -> str:
     """JSOC's duplicate-detection MD5: records as a recnum list, filenamefmt, process,
     protocol, method."""
     recnums = ",".join(str(r.recnum) for r in records)
@@ -361,7 +373,7 @@ def export_digest(request: RequestParams, records: list[Any], segments: list[Any
 
 
 def fill_image_plan(state: SimState, request: RequestParams, plan: ExportPlan,
-                    records: list[Any], segments: list[Any]) -> None:
+                    records: list[Record], segments: list[Segment]) -> None:
     """jpg/mpg/mp4: a JPEG per record from its first exported segment, and for movies one
     movie of those frames listed first (jsoc_export_as_images)."""
     spec = request.image

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import socket
@@ -30,14 +29,6 @@ def etag_of(path: Path) -> str:
     """The strong ETag aiohttp's FileResponse sends for `path` (without quotes)."""
     st = path.stat()
     return f"{st.st_mtime_ns:x}-{st.st_size:x}"
-
-
-async def locate(state: SimState, url_path: str) -> Path | None:
-    """FileStore.locate, awaited if the store made it a coroutine."""
-    found = state.store.locate(url_path)
-    if inspect.isawaitable(found):
-        found = await found
-    return Path(found) if found is not None else None
 
 
 async def active_after_grace(state: SimState, ip: str, limit: int) -> int:
@@ -79,7 +70,7 @@ async def serve_file(state: SimState, request: web.Request, url_path: str,
                      seen_before: bool) -> web.StreamResponse:
     """The response for an admitted download; download_finished is called exactly once."""
     ip = client_ip(request)
-    path = await locate(state, url_path)
+    path = await state.store.locate(url_path)
     if path is None or not path.is_file():
         state.stats.download_finished(ip, url_path, 0, 0, 0)
         if state.store.is_directory(url_path):
@@ -120,7 +111,8 @@ class CountedFileResponse(web.FileResponse):
                  size: int) -> None:
         super().__init__(path)
         self._effective = effective
-        self._state, self._url_path, self._size = state, url_path, size
+        # not `_state`: aiohttp's StreamResponse keeps its own mapping under that name
+        self._sim, self._url_path, self._size = state, url_path, size
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         sent = start = 0
@@ -130,16 +122,14 @@ class CountedFileResponse(web.FileResponse):
                 sent, start = self.content_length or 0, range_start(self)
             return writer
         finally:
-            self._state.stats.download_finished(client_ip(request), self._url_path, sent, start,
+            self._sim.stats.download_finished(client_ip(request), self._url_path, sent, start,
                                                 self._size)
 
 
 async def change_file(state: SimState, url_path: str, path: Path) -> None:
     """Changing-file fault: new content and a new ETag for `url_path`."""
     before = path.stat().st_mtime_ns
-    result = state.store.change_file(url_path)
-    if inspect.isawaitable(result):
-        await result
+    await state.store.change_file(url_path)
     after = path.stat()
     if after.st_mtime_ns == before:  # make sure the ETag and Last-Modified move
         bumped = before + 1_000_000_000

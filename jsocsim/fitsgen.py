@@ -65,7 +65,7 @@ def solar_image(seed: int, shape: tuple[int, int], dtype: np.dtype[Any]) -> np.n
     noise = rng.integers(-16, 17, size=shape, dtype=np.int16).astype(np.float32)
     image = level * (0.3 + 0.7 * disk) * (r2 < 1.0) + noise
     if dtype.kind == "u":
-        return np.clip(image / 16.0, 0, 255).astype(dtype)
+        return (image / 16.0).clip(0, 255).astype(dtype)
     return image.astype(dtype)
 
 

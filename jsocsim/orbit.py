@@ -40,7 +40,8 @@ def sidereal_angle(tai: np.ndarray) -> np.ndarray:
     """Greenwich mean sidereal time (radians) at TAI seconds (UT1 taken as UTC)."""
     ut = (tai - tai_minus_utc(tai)) / 86400.0
     tt = (tai + TT_MINUS_TAI) / 86400.0
-    return erfa.gmst06(JD_DRMS_EPOCH, ut, JD_DRMS_EPOCH, tt)
+    angle: np.ndarray = erfa.gmst06(JD_DRMS_EPOCH, ut, JD_DRMS_EPOCH, tt)  # erfa is untyped
+    return angle
 
 
 def sdo_state(tai: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

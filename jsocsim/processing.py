@@ -153,7 +153,8 @@ def rebin(image: np.ndarray, scale: float) -> np.ndarray:
     cols = np.floor(np.arange(mx) * nx / mx).astype(int)
     sums = np.add.reduceat(np.add.reduceat(image.astype(np.float64), rows, axis=0), cols, axis=1)
     counts = np.outer(np.diff(np.append(rows, ny)), np.diff(np.append(cols, nx)))
-    return (sums / counts).astype(image.dtype)
+    means: np.ndarray = sums / counts
+    return means.astype(image.dtype)
 
 
 def plan_transform(spec: ProcessSpec, keywords: Mapping[str, Any],

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jsocsim.catalog import Catalog, PrimeKey, Series
-from jsocsim.query_where import WhereSyntaxError, parse_where
+from jsocsim.query_where import Condition, WhereSyntaxError, parse_where
 from jsocsim.timeslots import parse_duration, parse_time
 
 MAX_QUERY_LENGTH = 8192
@@ -47,7 +47,7 @@ class ValueItem:
 @dataclass(frozen=True)
 class WhereClause:
     text: str
-    tree: Any
+    tree: Condition
     latest_only: bool  # [? ?] keeps prime-key logic; [! !] turns it off
 
 
@@ -77,7 +77,9 @@ def _bad(detail: str, text: str) -> QueryError:
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
     """Split on `sep` outside brackets, braces and single quotes."""
-    parts, depth, quoted, current = [], 0, False, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth, quoted = 0, False
     for ch in text:
         if ch == "'":
             quoted = not quoted

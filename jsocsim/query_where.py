@@ -32,7 +32,7 @@ class Ref:
 
 @dataclass(frozen=True)
 class Literal:
-    value: Any  # int, float or str
+    value: int | float | str
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,10 @@ class ImageExists:
 @dataclass(frozen=True)
 class BoolOp:
     op: str  # AND | OR | NOT
-    args: tuple[Any, ...]
+    args: tuple[Condition, ...]
+
+
+Condition = Compare | ImageExists | BoolOp  # a parsed condition tree
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -90,19 +93,19 @@ class _Parser:
             return True
         return False
 
-    def expr(self) -> Any:
+    def expr(self) -> Condition:
         args = [self.conj()]
         while self.word("OR"):
             args.append(self.conj())
         return args[0] if len(args) == 1 else BoolOp("OR", tuple(args))
 
-    def conj(self) -> Any:
+    def conj(self) -> Condition:
         args = [self.neg()]
         while self.word("AND"):
             args.append(self.neg())
         return args[0] if len(args) == 1 else BoolOp("AND", tuple(args))
 
-    def neg(self) -> Any:
+    def neg(self) -> Condition:
         if self.word("NOT"):
             return BoolOp("NOT", (self.neg(),))
         tok = self.peek()
@@ -141,21 +144,22 @@ class _Parser:
         raise WhereSyntaxError(f"expected a keyword, number or 'string', got {text!r}")
 
 
-def parse_where(text: str, known: Callable[[str], bool]) -> Any:
+def parse_where(text: str, known: Callable[[str], bool]) -> Condition:
     """Parse a condition; `known(name)` says whether a keyword exists in the series."""
     parser = _Parser(text)
     if not parser.tokens:
         raise WhereSyntaxError("empty condition")
     tree = parser.expr()
-    if parser.peek() is not None:
-        raise WhereSyntaxError(f"unexpected {parser.peek()[1]!r} after the condition")  # type: ignore[index]
+    extra = parser.peek()
+    if extra is not None:
+        raise WhereSyntaxError(f"unexpected {extra[1]!r} after the condition")
     for name in referenced_keywords(tree):
         if not known(name):
             raise WhereSyntaxError(f"unknown keyword '{name}'")
     return tree
 
 
-def referenced_keywords(tree: Any) -> set[str]:
+def referenced_keywords(tree: Condition | Ref | Literal) -> set[str]:
     """Every keyword name used in a condition."""
     if isinstance(tree, Ref):
         return {tree.name}
@@ -173,17 +177,18 @@ def _compare(a: Any, op: str, b: Any) -> bool:
         return False  # SQL NULL (MISSING) never matches
     if isinstance(a, str) != isinstance(b, str):
         return False
-    return {
+    return bool({
         "=": a == b,
         "!=": a != b,
         "<": a < b,
         "<=": a <= b,
         ">": a > b,
         ">=": a >= b,
-    }[op]
+    }[op])
 
 
-def evaluate(tree: Any, value_of: Callable[[str], Any], coerce: Callable[[str, Any], Any]) -> bool:
+def evaluate(tree: Condition, value_of: Callable[[str], Any],
+             coerce: Callable[[str, Any], Any]) -> bool:
     """Evaluate a condition for one record.
 
     `value_of(name)` gives a keyword's comparable value (None = MISSING); `coerce(name, literal)`
@@ -199,10 +204,10 @@ def evaluate(tree: Any, value_of: Callable[[str], Any], coerce: Callable[[str, A
         quality = value_of(tree.ref.name)
         return quality is not None and quality >= 0
     left, right = tree.left, tree.right
-    if isinstance(left, Ref) and isinstance(right, Ref):
-        return _compare(value_of(left.name), tree.op, value_of(right.name))
     if isinstance(left, Ref):
-        return _compare(value_of(left.name), tree.op, coerce(left.name, right.value))
+        lhs = value_of(left.name)
+        rhs = value_of(right.name) if isinstance(right, Ref) else coerce(left.name, right.value)
+        return _compare(lhs, tree.op, rhs)
     if isinstance(right, Ref):
         return _compare(coerce(right.name, left.value), tree.op, value_of(right.name))
     return _compare(left.value, tree.op, right.value)

@@ -9,11 +9,11 @@ import numpy as np
 from jsocsim import keygen
 from jsocsim.availability import series_salt, unit
 from jsocsim.ephemeris import observer_keywords
-from jsocsim.query_where import evaluate
+from jsocsim.query_where import Condition, evaluate
 from jsocsim.timeslots import format_time
 
 if TYPE_CHECKING:
-    from jsocsim.catalog import Keyword
+    from jsocsim.catalog import Keyword, Series
     from jsocsim.records import RecordEngine
     from jsocsim.seriesmodel import SeriesModel
 
@@ -57,7 +57,7 @@ class Record:
 
     # --- identity ---------------------------------------------------------------------------
     @property
-    def series(self) -> Any:
+    def series(self) -> Series:
         return self.model.series
 
     @property
@@ -257,7 +257,7 @@ class Record:
             value = None
         return float(value) if isinstance(value, int | float) else self.time
 
-    def matches(self, tree: Any) -> bool:
+    def matches(self, tree: Condition) -> bool:
         """Whether this record satisfies a parsed where condition."""
 
         def coerce(name: str, literal: Any) -> Any:

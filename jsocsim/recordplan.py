@@ -48,7 +48,7 @@ def _slot_bound(model: SeriesModel, value: Any, upper: bool) -> int | None:
         return int(value)
     if key.slotted:
         return slot_index(value, key.epoch, key.step, key.round)
-    pos = (value - key.epoch) / key.step
+    pos: float = (value - key.epoch) / key.step
     return math.floor(pos + 1e-6) if upper else math.ceil(pos - 1e-6)
 
 
@@ -113,10 +113,10 @@ def merge_ranges(ranges: list[SlotRange]) -> list[SlotRange]:
     return out
 
 
-def _number_match(value: float, item: ValueItem, values: tuple) -> bool:
+def _number_match(value: float, item: ValueItem, values: tuple[float, ...]) -> bool:
     item = resolve_endpoints(item, min(values), max(values))
     if item.kind == "value":
-        return value == item.start
+        return bool(value == item.start)
     hi_ok = value <= item.end if item.kind == "range" else value < item.start + item.duration
     on_step = item.sample is None or math.isclose(
         (value - item.start) % item.sample, 0.0, abs_tol=1e-9

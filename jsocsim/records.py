@@ -14,11 +14,11 @@ directory, bytes)], recdir(), link(name), image_exists / quality / nearline / ti
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsocsim.catalog import Catalog, Series
+from jsocsim.catalog import Catalog, PrimeKey, Series
 from jsocsim.query import QueryError, SubsetQuery
 from jsocsim.record import Record
 from jsocsim.recordplan import SubsetPlan
@@ -28,6 +28,11 @@ __all__ = ["QueryError", "Record", "RecordEngine", "RecordsConfig"]
 
 _SUMS_RE = re.compile(r"^/?SUM(\d+)/D(\d+)/S(\d{5})(?:/(.+))?$")
 BATCH = 1000
+
+
+def _is_harp(key: PrimeKey | None) -> bool:
+    """Whether a looked-up prime key is a HARP number (None: no such prime key)."""
+    return key is not None and key.kind == "harp"
 
 
 @dataclass
@@ -134,6 +139,7 @@ class RecordEngine:
 
     def _iter_subset(self, query: SubsetQuery, plan: SubsetPlan, skip: int) -> Iterator[Record]:
         model = plan.model
+        pairs: Iterable[tuple[int, int]]
         if query.recnum_ranges is not None:
             pairs = self._recnum_candidates(query, plan)
         elif self._checked(query, plan):
@@ -228,17 +234,17 @@ class RecordEngine:
         value = float(prime[key.name])
         slot = int(value) if key.numbered else round((value - key.epoch) / key.step)
         if model.harps:
-            pos = int(next(v for k, v in prime.items() if model.series.primekey(k).kind == "harp"))
+            pos = int(next(v for k, v in prime.items() if _is_harp(model.series.primekey(k))))
         else:
             digits = []
             for k in model.other_keys:
-                value = prime.get(k.name)
-                if value is None:
+                given = prime.get(k.name)
+                if given is None:
                     return None
                 if k.kind == "fsn":
-                    digits.append(int(value) - model.fsn_value(slot, 0, k))
-                elif value in k.values:
-                    digits.append(k.values.index(value))
+                    digits.append(int(given) - model.fsn_value(slot, 0, k))
+                elif given in k.values:
+                    digits.append(k.values.index(given))
                 else:
                     return None
             if model.versioned:

@@ -35,7 +35,7 @@ def build_state(config: EmulatorConfig) -> SimState:
     catalog = Catalog.load()
     engine = RecordEngine(catalog, config.records, clock)
     state = SimState(config=config, catalog=catalog, engine=engine,
-                     store=FileStore(config, engine), exports=None, stats=Stats(),
+                     store=FileStore(config, engine), stats=Stats(),
                      faults=Faults(config.faults, clock, config.records), clock=clock)
     if config.faults.offline_rate > 0:
         state.faults.apply_offline_rate()

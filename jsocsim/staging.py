@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from jsocsim.config import EmulatorConfig
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class StagingSlot:
         return self.ready_at - self.start
 
 
-def work_seconds(config: Any, records: int, size_mb: int, tape: bool = False) -> float:
-    """Staging time of one export once it has a slot (EmulatorConfig `config`)."""
+def work_seconds(config: EmulatorConfig, records: int, size_mb: int, tape: bool = False) -> float:
+    """Staging time of one export once it has a slot."""
     work = (config.staging_delay + config.staging_per_record * records
             + config.staging_per_mb * size_mb)
     return work + (config.tape_delay if tape else 0.0)
@@ -57,8 +58,8 @@ def slot_start(now: float, busy_until: Iterable[float], slots: int) -> float:
     return ends[slots - 1]
 
 
-def schedule(config: Any, now: float, busy_until: Iterable[float], records: int, size_mb: int,
-             tape: bool = False) -> StagingSlot:
+def schedule(config: EmulatorConfig, now: float, busy_until: Iterable[float], records: int,
+             size_mb: int, tape: bool = False) -> StagingSlot:
     """The slot of a new export submitted at `now`, given the exports already scheduled."""
     start = slot_start(now, busy_until, config.staging_slots)
     work = work_seconds(config, records, size_mb, tape)

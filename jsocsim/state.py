@@ -9,18 +9,22 @@ counted).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from jsocsim.timeslots import parse_time, utc_to_tai
 
 if TYPE_CHECKING:
+    from jsocsim.catalog import Catalog
     from jsocsim.config import EmulatorConfig
+    from jsocsim.exports import ExportManager
     from jsocsim.faults import Faults
+    from jsocsim.records import RecordEngine
     from jsocsim.stats import Stats
+    from jsocsim.store import FileStore
 
 
 def utc_unix_to_tai(unix_seconds: float) -> float:
@@ -75,13 +79,13 @@ class SimState:
     """Everything a request handler needs; one per running emulator."""
 
     config: EmulatorConfig
-    catalog: Any  # catalog.Catalog
-    engine: Any  # records.RecordEngine
-    store: Any  # store.FileStore
-    exports: Any  # exports.ExportManager (set right after construction)
+    catalog: Catalog
+    engine: RecordEngine
+    store: FileStore
     stats: Stats
     faults: Faults
     clock: SimClock
+    exports: ExportManager = field(init=False)  # set right after construction: it reads the rest
 
 
 STATE_KEY: web.AppKey[SimState] = web.AppKey("jsocsim_state", SimState)
@@ -92,6 +96,6 @@ def get_state(request: web.Request) -> SimState:
     return request.app[STATE_KEY]
 
 
-def client_ip(request: web.Request) -> str:
+def client_ip(request: web.BaseRequest) -> str:
     """The client's IP address (the peer of the TCP connection)."""
     return request.remote or "unknown"

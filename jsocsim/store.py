@@ -259,6 +259,14 @@ NO_FITS_WARNING = ("warning=No FITS files were exported. The requested FITS file
                    "exist.")
 
 
+@dataclass(frozen=True)
+class ExportDirectory:
+    """The directory segment holding an export file."""
+
+    name: str  # its name in the export directory
+    sums_path: str  # its SUMS path
+
+
 @dataclass
 class ExportFile:
     """One file of an export: its index row and how to make its bytes.
@@ -273,13 +281,12 @@ class ExportFile:
     filename: str  # name in the export directory (filenamefmt)
     sums_path: str  # the stored file's SUMS path (what url_quick lists)
     recipe: FileRecipe | None  # content of the exported file; None = missing
-    directory: str | None = None  # export name of the directory segment holding this file
-    directory_sums: str | None = None  # SUMS path of that directory
+    directory: ExportDirectory | None = None  # the directory segment holding this file
 
     def row(self, quick: bool) -> dict[str, str]:
         """The index row (a directory segment's row for files inside one)."""
         if self.directory is not None:
-            name = self.directory_sums if quick else self.directory
+            name = self.directory.sums_path if quick else self.directory.name
         else:
             name = self.sums_path if quick else self.filename
         return {"record": self.record,
@@ -364,7 +371,8 @@ def write_export_dir(store: FileStore, plan: ExportPlan, requestid: str,
     Returns (dir, index.json).
     """
     url_dir = store.new_export_dir()
-    store.add_export_files(url_dir, {item.filename: item.recipe for item in plan.present})
+    store.add_export_files(url_dir, {item.filename: item.recipe for item in plan.files
+                                     if item.recipe is not None})  # the present files
     index: dict[str, Any] = dict(index_header(plan, requestid, url_dir, exptime))
     extra_files = []
     if plan.protocol == "fits":

@@ -92,15 +92,25 @@ class ApiClient:
         except ValueError:
             raise ApiError(0, f"the API at {self.base_url} did not answer with JSON") from None
 
+    def request_object(self, method: str, path: str, body: Any = None,
+                       params: dict[str, Any] | None = None,
+                       headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """`request` for an endpoint that answers with a JSON object (ApiError otherwise)."""
+        doc = self.request(method, path, body=body, params=params, headers=headers)
+        if not isinstance(doc, dict):
+            raise ApiError(0, f"the API at {self.base_url} answered {method} {path} with "
+                              f"{type(doc).__name__}, not a JSON object", body=doc)
+        return doc
+
     # -- endpoints ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "health")
+        return self.request_object("GET", "health")
 
     def ready(self) -> dict[str, Any]:
         """GET /ready; its body also when it answers 503 (not ready)."""
         try:
-            return self.request("GET", "ready")
+            return self.request_object("GET", "ready")
         except ApiError as exc:
             if exc.status == 503 and isinstance(exc.body, dict) and "status" in exc.body:
                 return exc.body
@@ -108,38 +118,38 @@ class ApiClient:
 
     def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self.request("POST", "jobs", body=body, headers=headers)
+        return self.request_object("POST", "jobs", body=body, headers=headers)
 
     def preview(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /jobs/preview: what the spec selects (records, bytes, exports)."""
-        return self.request("POST", "jobs/preview", body=body)
+        return self.request_object("POST", "jobs/preview", body=body)
 
     def list_jobs(self, state: str | None = None, limit: int | None = None,
                   offset: int | None = None) -> dict[str, Any]:
-        return self.request("GET", "jobs", params={"state": state, "limit": limit,
-                                                   "offset": offset})
+        return self.request_object("GET", "jobs", params={"state": state, "limit": limit,
+                                                          "offset": offset})
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        return self.request("GET", f"jobs/{_quote(job_id)}")
+        return self.request_object("GET", f"jobs/{_quote(job_id)}")
 
     def list_files(self, job_id: str, state: str | None = None, limit: int | None = None,
                    offset: int | None = None, after_id: int | None = None) -> dict[str, Any]:
-        return self.request("GET", f"jobs/{_quote(job_id)}/files",
-                            params={"state": state, "limit": limit, "offset": offset,
-                                    "after_id": after_id})
+        return self.request_object("GET", f"jobs/{_quote(job_id)}/files",
+                                   params={"state": state, "limit": limit, "offset": offset,
+                                           "after_id": after_id})
 
     def action(self, job_id: str, action: str, body: dict[str, Any] | None = None,
                ) -> dict[str, Any]:
         """POST /jobs/{id}/{action}: cancel, pause, resume or retry (``body``: retry's
         ``{"files": [ids]}``)."""
-        return self.request("POST", f"jobs/{_quote(job_id)}/{action}", body=body)
+        return self.request_object("POST", f"jobs/{_quote(job_id)}/{action}", body=body)
 
     def delete_job(self, job_id: str, delete_files: bool = False) -> Any:
         return self.request("DELETE", f"jobs/{_quote(job_id)}",
                             params={"delete_files": delete_files or None})
 
     def workers(self) -> dict[str, Any]:
-        return self.request("GET", "workers")
+        return self.request_object("GET", "workers")
 
 
 def _quote(part: str) -> str:

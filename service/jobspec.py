@@ -14,7 +14,7 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from service.safetext import json_text_problems, name_problem
 from service.timeutil import parse_calendar, parse_duration, parse_time
@@ -38,10 +39,10 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)  # the jobs.priority column (32-bit on Po
 MAX_DURATION_DAYS = 36500  # cadence, lag, check_interval: at most 100 years
 MAX_PATH_COMPONENT_BYTES = 255  # NAME_MAX of common file systems
 # What the OpenAPI schema says a body needs (the model's own rules are in _shape_problems).
-_SPEC_SHAPES = {"anyOf": [{"required": ["series", "start", "end"]},
-                          {"required": ["series", "start", "follow"],
-                           "properties": {"follow": {"const": True}}},
-                          {"required": ["recordset"]}]}
+_SPEC_SHAPES: JsonDict = {"anyOf": [{"required": ["series", "start", "end"]},
+                                    {"required": ["series", "start", "follow"],
+                                     "properties": {"follow": {"const": True}}},
+                                    {"required": ["recordset"]}]}
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERIES_RE = re.compile(r"[A-Za-z0-9_]+\.[A-Za-z0-9_]+")
 _WHERE_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!=|<=|>=|=|<|>)\s*(.*?)\s*")
@@ -59,7 +60,7 @@ class SpecError(ValueError):
         super().__init__("; ".join(problems))
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise ValueError(message)
 
 
@@ -419,7 +420,8 @@ def check_template_shape(template: str) -> list[tuple[str, str]]:
     if not template.strip():
         _fail("path_template is empty; use e.g. {series}/{filename}")
     fields = template_fields(template)
-    sample = {name: (_SAMPLE_TIME if "%" in spec else "x") for name, spec in fields}
+    sample: dict[str, datetime | str | int] = {
+        name: (_SAMPLE_TIME if "%" in spec else "x") for name, spec in fields}
     for name, spec in fields:
         if spec and "%" not in spec:
             try:

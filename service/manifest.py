@@ -32,8 +32,9 @@ import string
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from service.jsoc.metadata import split_record
 from service.timeutil import TimeFormatError, parse_calendar
 
 if TYPE_CHECKING:  # the CLI reads manifests without loading the database layer
@@ -75,8 +76,6 @@ def manifest_path(root: Path, template: str, dest_path: str, job_id: str) -> Pat
 
 def t_rec_of(record: str) -> str | None:
     """The first prime-key value of a record that is a time, as the record writes it."""
-    from service.stages.placement import split_record  # here: the stages import this module
-
     for value in split_record(record)[1]:
         try:
             parse_calendar(value)
@@ -111,7 +110,7 @@ def repair_tail(path: Path) -> bool:
         return False
 
 
-def _last_newline_end(fh: Any, end: int, block: int = 1 << 16) -> int:
+def _last_newline_end(fh: BinaryIO, end: int, block: int = 1 << 16) -> int:
     pos = end
     while pos > 0:
         start = max(0, pos - block)

@@ -215,20 +215,22 @@ def _astropy_seconds(text: str) -> float | None:
         return None
 
 
+def _text_seconds(text: str) -> float | None:
+    """Seconds of a number with a time unit (astropy for unusual units), or None."""
+    match = _DURATION_RE.fullmatch(text)
+    if not match:
+        return None
+    unit = _UNITS.get(match[2].lower())
+    return float(match[1]) * unit if unit else _astropy_seconds(text)
+
+
 def parse_duration(value: str | float | int) -> float:
     """"45s", "10 min", "1.5h", "1 day" (or a plain number of seconds) -> seconds, > 0."""
     if isinstance(value, bool):
         raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
-    if isinstance(value, int | float):
-        seconds: float | None = float(value)
-    else:
-        text = str(value).strip()
-        match = _DURATION_RE.fullmatch(text)
-        unit = _UNITS.get(match[2].lower()) if match else None
-        seconds = float(match[1]) * unit if match and unit else \
-            (_astropy_seconds(text) if match else None)
-        if seconds is None:
-            raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
+    seconds = float(value) if isinstance(value, int | float) else _text_seconds(str(value).strip())
+    if seconds is None:
+        raise TimeFormatError(f"a duration must be {ACCEPTED_DURATIONS}; got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise TimeFormatError(f"a duration must be positive ({ACCEPTED_DURATIONS}); got {value!r}")
     return seconds

@@ -145,7 +145,8 @@ class HostBreakers:
     def __init__(
         self, failure_threshold: int = 5, cooldown: float = 30.0, clock: Clock = time.monotonic
     ) -> None:
-        self._make = lambda: CircuitBreaker(failure_threshold, cooldown, clock)
+        self._make: Callable[[], CircuitBreaker] = lambda: CircuitBreaker(
+            failure_threshold, cooldown, clock)
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def for_host(self, host_or_url: str) -> CircuitBreaker:

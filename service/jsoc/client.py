@@ -241,8 +241,7 @@ class JsocClient:
         self._timeout = timeout
         self._own_session = session is None
         self._session = session
-        self._connector_args = {"limit": total_limit, "limit_per_host": per_host_limit,
-                                "keepalive_timeout": keepalive_timeout}
+        self._limits = (total_limit, per_host_limit, keepalive_timeout)
         # shared by every client of this server in the process (the API validating a job and
         # the worker planning it ask for the same series): {series: metadata}
         self._series_cache = _SERIES_CACHE.setdefault(str(self.base_url), {})
@@ -266,7 +265,9 @@ class JsocClient:
     def session(self) -> aiohttp.ClientSession:
         """The shared session (also usable by the downloader: same connector and limits)."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(**self._connector_args)
+            limit, per_host, keepalive = self._limits
+            connector = aiohttp.TCPConnector(limit=limit, limit_per_host=per_host,
+                                             keepalive_timeout=keepalive)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout,
                 headers={"User-Agent": user_agent()},
@@ -291,7 +292,7 @@ class JsocClient:
         try:
             payload = await self._fetch_json(cgi, params, started)
         except JsocError as exc:
-            kind = getattr(exc, "metric_kind", "error")
+            kind = exc.metric_kind
             metrics.JSOC_ERRORS.labels(cgi, kind).inc()
             if kind != "http_4xx":
                 jsoc_state.record_unreachable(str(self.base_url), str(exc))
@@ -460,7 +461,7 @@ class JsocClient:
 
 def _tagged(exc: JsocError, kind: str) -> JsocError:
     """Label an error with its metric kind (timeout, connection, http_<code>, bad_reply)."""
-    exc.metric_kind = kind  # type: ignore[attr-defined]
+    exc.metric_kind = kind
     return exc
 
 

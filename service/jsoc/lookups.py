@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from service.jsoc.client import JsocClient
 from service.jsoc.metadata import SeriesMeta
@@ -25,26 +25,36 @@ EMAIL_OK_TTL = 86400.0
 EMAIL_REFUSED_TTL = 60.0
 WAVELENGTH_KEY = "WAVELNTH"
 
-_CACHE: dict[tuple[str, str, str], tuple[float, Any]] = {}  # (server, kind, key) -> (until, v)
+T = TypeVar("T")
 
 
-def _cached(jsoc: JsocClient, kind: str, key: str) -> Any:
-    hit = _CACHE.get((str(jsoc.base_url), kind, key))
-    if hit is None or hit[0] < time.monotonic():
-        return None
-    return hit[1]
+class _Expiring(Generic[T]):
+    """Values per (server, key), each forgotten after its time to live (monotonic clock)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[float, T]] = {}  # -> (until, value)
+
+    def get(self, jsoc: JsocClient, key: str) -> T | None:
+        hit = self._entries.get((str(jsoc.base_url), key))
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, jsoc: JsocClient, key: str, value: T, ttl: float) -> T:
+        self._entries[(str(jsoc.base_url), key)] = (time.monotonic() + ttl, value)
+        return value
 
 
-def _remember(jsoc: JsocClient, kind: str, key: str, value: Any, ttl: float) -> Any:
-    _CACHE[(str(jsoc.base_url), kind, key)] = (time.monotonic() + ttl, value)
-    return value
+_NAMES: _Expiring[list[str]] = _Expiring()
+_WAVELENGTHS: _Expiring[list[float]] = _Expiring()
+_EMAILS: _Expiring[EmailVerdict] = _Expiring()
 
 
 async def series_names(jsoc: JsocClient) -> list[str]:
     """The series JSOC lists (raises JsocError when it cannot be asked)."""
-    names = _cached(jsoc, "names", "")
+    names = _NAMES.get(jsoc, "")
     if names is None:
-        names = _remember(jsoc, "names", "", await jsoc.series_list(), NAMES_TTL)
+        names = _NAMES.put(jsoc, "", await jsoc.series_list(), NAMES_TTL)
     return names
 
 
@@ -83,7 +93,7 @@ def newest_recordset(meta: SeriesMeta) -> str:
 
 async def series_wavelengths(jsoc: JsocClient, meta: SeriesMeta) -> list[float]:
     """The distinct WAVELNTH values of the series' newest slot, sorted ([] if it has none)."""
-    cached = _cached(jsoc, "wavelengths", meta.name.lower())
+    cached = _WAVELENGTHS.get(jsoc, meta.name.lower())
     if cached is not None:
         return cached
     reply = await jsoc.rs_list(newest_recordset(meta), keys=[WAVELENGTH_KEY])
@@ -93,7 +103,7 @@ async def series_wavelengths(jsoc: JsocClient, meta: SeriesMeta) -> list[float]:
             values.add(float(value))
         except (TypeError, ValueError):
             continue  # MISSING and the like
-    return _remember(jsoc, "wavelengths", meta.name.lower(), sorted(values), WAVELENGTHS_TTL)
+    return _WAVELENGTHS.put(jsoc, meta.name.lower(), sorted(values), WAVELENGTHS_TTL)
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ def verdict_for(email: str, status: int) -> EmailVerdict:
 
 async def check_email(jsoc: JsocClient, email: str) -> EmailVerdict:
     """Whether JSOC accepts ``email`` for exports (cached: a day if yes, a minute if not)."""
-    cached = _cached(jsoc, "email", email.lower())
+    cached = _EMAILS.get(jsoc, email.lower())
     if cached is not None:
         return cached
     try:
@@ -142,5 +152,5 @@ async def check_email(jsoc: JsocClient, email: str) -> EmailVerdict:
     verdict = verdict_for(email, status)
     if verdict.outcome in ("ok", "refused"):
         ttl = EMAIL_OK_TTL if verdict.outcome == "ok" else EMAIL_REFUSED_TTL
-        _remember(jsoc, "email", email.lower(), verdict, ttl)
+        _EMAILS.put(jsoc, email.lower(), verdict, ttl)
     return verdict

@@ -72,6 +72,7 @@ class JsocError(Exception):
     """A failure reported by JSOC or on the way to it. `kind` says how to react."""
 
     kind: StatusKind = StatusKind.PERMANENT
+    metric_kind = "error"  # the label counted in metrics (the client sets it where it fails)
 
     def __init__(
         self,

@@ -122,7 +122,7 @@ def secrets_of(settings: Settings) -> list[str | None]:
     found = [settings.token_value, urlsplit(settings.jsoc_url).password]
     if settings.database_url:
         with suppress(Exception):  # an unparsable URL is reported elsewhere
-            found.append(make_url(settings.database_url).password)  # type: ignore[arg-type]
+            found.append(make_url(settings.database_url).password)
     return [str(s) if s is not None else None for s in found]
 
 
