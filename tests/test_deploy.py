@@ -29,8 +29,8 @@ from service.cli import settings_from_args
 from service.config_file import CONFIG_ENV
 from service.db import migrate
 from service.settings import Settings
+from tests.databases import scratch_postgres_database
 from tests.e2e.procs import Proc, free_port, http_json, wait_for
-from tests.service.conftest import scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

@@ -20,6 +20,8 @@ from jsocsim.timeslots import (
     tai_to_utc,
 )
 
+pytestmark = pytest.mark.unit
+
 HMI_EPOCH = parse_time("1993.01.01_00:00:00_TAI")
 
 
