@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+# test processes (pytest-xdist): one a core by default; 0 runs the suite in one process
+TEST_WORKERS ?= auto
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean browser
+.PHONY: venv test unit lint demo bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +21,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# the fast layer: tests marked unit (no database, emulator, socket or child process), in seconds;
+# plugins the unit tests do not use are not loaded
+unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -p no:schemathesis -p no:hypothesispytest -p no:anyio -m unit $(PYTEST_ARGS)
 
 # chromium + chromium-driver for the dashboard's browser test (apt-get when missing; no-op after)
 browser:

@@ -28,8 +28,8 @@ from service.cli import build_parser as cli_parser
 from service.cli import settings_from_args
 from service.db import migrate
 from service.settings import CONFIG_ENV, Settings
+from tests.databases import scratch_postgres_database
 from tests.e2e.procs import Proc, free_port, http_json, wait_for
-from tests.service.conftest import scratch_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

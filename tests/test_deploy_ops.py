@@ -50,6 +50,7 @@ def exported_names() -> set[str]:
     return names | set(EXTRA_FAMILIES)
 
 
+@pytest.mark.unit
 def test_systemd_unit_runs_serve_with_the_shipped_configuration() -> None:
     entries = unit_entries()
     argv = shlex.split(entries["ExecStart"][0])
@@ -78,6 +79,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "jsoc-bulk.service" not in done.stderr, done.stderr  # no warning about the unit
 
 
+@pytest.mark.unit
 def test_every_metric_is_documented() -> None:
     documented = set(re.findall(r"`(jsoc_bulk_\w+)`", DOCS.read_text()))
     names = exported_names()
@@ -85,6 +87,7 @@ def test_every_metric_is_documented() -> None:
     assert documented - names == set()  # and nothing documented is gone
 
 
+@pytest.mark.unit
 def test_grafana_dashboard_uses_metrics_that_exist() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     names = exported_names()
@@ -102,6 +105,7 @@ def test_grafana_dashboard_uses_metrics_that_exist() -> None:
     assert len(used) >= len(names) - 2, sorted(names - used)
 
 
+@pytest.mark.unit
 def test_readme_has_an_operating_section() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Operating it", 1)[1].split("\n## ", 1)[0]

@@ -10,6 +10,14 @@ from urllib.parse import urlsplit
 
 from tests.e2e.procs import Daemon, http_json, sim_manifest, sim_stats
 
+# a four-hour hmi.M_720s magnetogram job and the file paths its template gives
+MAGNETOGRAMS = {
+    "series": "hmi.M_720s", "start": "2014-01-01T00:00:00Z", "end": "2014-01-01T04:00:00Z",
+    "segments": ["magnetogram"], "protocol": "fits",
+    "path_template": "{series}/{T_REC:%Y/%m/%d}/{filename}",
+}
+TEMPLATE_PATTERN = r"hmi\.M_720s/2014/01/01/hmi\.m_720s\.\d{8}_\d{6}_TAI\.\d\.magnetogram\.fits"
+
 
 def job_files(daemon: Daemon, job_id: str) -> list[dict[str, Any]]:
     """Every file row of a job, following the API's pagination."""

@@ -8,13 +8,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.procs import Daemon, start_emulator
-from tests.service.conftest import scratch_postgres_database
+from tests.databases import scratch_postgres_database
+from tests.e2e.procs import EMAIL, FAST, Daemon, start_emulator
 
-pytestmark = pytest.mark.e2e
-EMAIL = "e2e@example.org"
-FAST = ["--poll-min", "0.2", "--poll-max", "2", "--retry-base", "0.2", "--retry-cap", "2",
-        "--shutdown-grace-seconds", "5", "--lease-seconds", "10", "--heartbeat-seconds", "1"]
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here is ``e2e`` (a conftest's ``pytestmark`` marks nothing)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,6 +20,10 @@ from typing import Any
 URL_LINE = re.compile(r"(http://127\.0\.0\.1:\d+/)")
 WORKER_STARTED = re.compile(r"worker (\S+) started")
 ROLE_FLAGS = {"all": [], "api": ["--api-only"], "workers": ["--workers-only"]}
+EMAIL = "e2e@example.org"  # the address the emulator processes register
+# daemon flags for quick tests: short polls, retries, leases and heartbeats
+FAST = ["--poll-min", "0.2", "--poll-max", "2", "--retry-base", "0.2", "--retry-cap", "2",
+        "--shutdown-grace-seconds", "5", "--lease-seconds", "10", "--heartbeat-seconds", "1"]
 
 
 def free_port() -> int:

@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import EMAIL, FAST
-from tests.e2e.procs import Daemon, Proc, free_port, http_json, start_emulator, wait_for
+from tests.e2e.procs import (
+    EMAIL,
+    FAST,
+    Daemon,
+    Proc,
+    free_port,
+    http_json,
+    start_emulator,
+    wait_for,
+)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
                                 "(pip install -e '.[test]')")

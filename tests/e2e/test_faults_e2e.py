@@ -7,10 +7,14 @@ import urllib.parse
 
 import pytest
 
-from tests.e2e.checks import assert_files_verified, assert_polite, job_files
-from tests.e2e.conftest import EMAIL
-from tests.e2e.procs import http_json, sim_faults, sim_stats, wait_for
-from tests.e2e.test_jobs_e2e import MAGNETOGRAMS, TEMPLATE_PATTERN
+from tests.e2e.checks import (
+    MAGNETOGRAMS,
+    TEMPLATE_PATTERN,
+    assert_files_verified,
+    assert_polite,
+    job_files,
+)
+from tests.e2e.procs import EMAIL, http_json, sim_faults, sim_stats, wait_for
 
 FAULTS = ["cgi_error_rate=0.15", "reset_rate=0.2", "truncate_rate=0.2",
           "ignore_range_rate=1", "status6_polls=2", "export_expire_after=3", "seed=7"]

@@ -11,12 +11,9 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import drms
 import pytest
 from sunpy.net import attrs as a
 from sunpy.net import jsoc
@@ -24,23 +21,10 @@ from sunpy.net import jsoc
 from jsoc_bulk import AsyncClient, Client
 from service.cli import main
 from tests.e2e.checks import sha256_of
-from tests.e2e.conftest import EMAIL
-from tests.e2e.procs import Daemon, sim_manifest
-from tests.emulator.conftest import server_config
+from tests.e2e.procs import EMAIL, Daemon, sim_manifest
+from tests.emulators import sunpy_pointed_at
 
 TEMPLATE = "{series}/{T_REC:%Y/%m/%d}/{filename}"
-
-
-@contextmanager
-def sunpy_on(base_url: str) -> Iterator[None]:
-    """sunpy's JSOCClient talks to the emulator process (drms's "jsoc" server config)."""
-    configs = drms.config._server_configs
-    saved = configs.get("jsoc")
-    configs["jsoc"] = server_config(base_url, name="jsoc")
-    try:
-        yield
-    finally:
-        configs["jsoc"] = saved
 
 
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
@@ -66,7 +50,7 @@ def manifest_entries(path: Path) -> list[dict[str, Any]]:
 def test_sunpy_search_to_files_manifest_verify_and_refetch(
         stack, capsys: pytest.CaptureFixture[str]) -> None:
     jsoc_url, daemon = stack()
-    with sunpy_on(jsoc_url):
+    with sunpy_pointed_at(jsoc_url):
         found = jsoc.JSOCClient().search(
             a.Time("2014-01-01T00:00:00", "2014-01-01T00:50:00"), a.jsoc.Series("hmi.M_720s"),
             a.jsoc.Segment("magnetogram"), a.jsoc.Notify(EMAIL))

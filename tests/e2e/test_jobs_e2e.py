@@ -12,22 +12,21 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.checks import assert_files_verified, assert_polite, job_files
-from tests.e2e.conftest import EMAIL
+from tests.e2e.checks import (
+    MAGNETOGRAMS,
+    TEMPLATE_PATTERN,
+    assert_files_verified,
+    assert_polite,
+    job_files,
+)
 from tests.e2e.procs import (
+    EMAIL,
     Daemon,
     http_json,
     sim_manifest,
     sim_stats,
     wait_for,
 )
-
-MAGNETOGRAMS = {
-    "series": "hmi.M_720s", "start": "2014-01-01T00:00:00Z", "end": "2014-01-01T04:00:00Z",
-    "segments": ["magnetogram"], "protocol": "fits",
-    "path_template": "{series}/{T_REC:%Y/%m/%d}/{filename}",
-}
-TEMPLATE_PATTERN = r"hmi\.M_720s/2014/01/01/hmi\.m_720s\.\d{8}_\d{6}_TAI\.\d\.magnetogram\.fits"
 
 
 def downloading(daemon: Daemon) -> bool:

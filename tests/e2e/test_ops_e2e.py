@@ -17,8 +17,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
-from tests.e2e.conftest import EMAIL, FAST
-from tests.e2e.procs import Daemon, Proc, http_json, sim_faults, start_emulator, wait_for
+from tests.e2e.procs import (
+    EMAIL,
+    FAST,
+    Daemon,
+    Proc,
+    http_json,
+    sim_faults,
+    start_emulator,
+    wait_for,
+)
 
 TOKEN = "tok-e2e-3f9a7c1d5b2e"
 DB_PASSWORD = "pw-e2e-8c2b4e6a0d"

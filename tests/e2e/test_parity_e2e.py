@@ -12,14 +12,12 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-import drms
 from sunpy.net import attrs as a
 from sunpy.net import jsoc
 
 from tests.e2e.checks import assert_files_verified, job_files
-from tests.e2e.conftest import EMAIL, FAST
-from tests.e2e.procs import Daemon, free_port, http_json, start_emulator
-from tests.emulator.conftest import server_config
+from tests.e2e.procs import EMAIL, FAST, Daemon, free_port, http_json, start_emulator
+from tests.emulators import sunpy_pointed_at
 
 PENDING = "waiting@example.org"
 HOUR = {"series": "hmi.v_45s", "start": "2014-01-01T00:00:00", "end": "2014-01-01T01:00:00",
@@ -39,14 +37,9 @@ def problem(call: Any) -> tuple[int, dict[str, Any]]:
 
 def sunpy_record_names(jsoc_url: str, spec: dict[str, Any]) -> list[str]:
     """sunpy's JSOCClient.search on the emulator, as lower-case record names."""
-    configs = drms.config._server_configs
-    saved = configs.get("jsoc")
-    configs["jsoc"] = server_config(jsoc_url, name="jsoc")
-    try:
+    with sunpy_pointed_at(jsoc_url):
         result = jsoc.JSOCClient().search(a.Time(spec["start"], spec["end"]),
                                           a.jsoc.Series(spec["series"]))
-    finally:
-        configs["jsoc"] = saved
     return sorted(f"{spec['series']}[{row['T_REC']}][{row['CAMERA']}]".lower() for row in result)
 
 

@@ -16,9 +16,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.e2e.checks import assert_files_verified, assert_polite, job_files
-from tests.e2e.conftest import EMAIL, FAST
+from tests.e2e.checks import (
+    MAGNETOGRAMS,
+    TEMPLATE_PATTERN,
+    assert_files_verified,
+    assert_polite,
+    job_files,
+)
 from tests.e2e.procs import (
+    EMAIL,
+    FAST,
     Daemon,
     Proc,
     http_json,
@@ -27,7 +34,6 @@ from tests.e2e.procs import (
     start_emulator,
     wait_for,
 )
-from tests.e2e.test_jobs_e2e import MAGNETOGRAMS, TEMPLATE_PATTERN
 
 pytestmark = [pytest.mark.postgres,
               pytest.mark.parametrize("daemon_database", ["postgres"], indirect=True)]

@@ -9,8 +9,7 @@ import hashlib
 import aiohttp
 
 from jsocsim.server import run_emulator
-from tests.emulator.conftest import EMAIL
-from tests.emulator.test_file_serving import segment_paths, settled, wait_for
+from tests.emulator.helpers import EMAIL, segment_paths, settled, wait_for
 
 RATE = 2 * 1024 * 1024  # bytes per second
 

@@ -8,6 +8,8 @@ from jsocsim.catalog import Catalog
 from jsocsim.keygen import GENERATORS
 from jsocsim.timeslots import format_time
 
+pytestmark = pytest.mark.unit
+
 REQUIRED = [
     "hmi.M_45s",
     "hmi.V_45s",

@@ -3,25 +3,21 @@ through drms (one small record set per series: the last value of every prime key
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import drms
 import pytest
 
 from jsocsim.catalog import Catalog
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
+from tests.emulator.helpers import EMAIL
+from tests.emulators import server_config
+
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05,
+                                  clock_start="2016.03.01_00:00:00_TAI")
 
 
 @pytest.fixture(scope="module")
-def walker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator, drms.Client]]:
-    runner = ThreadedEmulator(tmp_path_factory.mktemp("walk") / "jsoc", emails=[EMAIL],
-                              staging_delay=0.05, clock_start="2016.03.01_00:00:00_TAI")
-    try:
-        emu = runner.start()
-        yield emu, drms.Client(server_config(emu.base_url), email=EMAIL)
-    finally:
-        runner.stop()
+def walker(shared_emu: Emulator) -> tuple[Emulator, drms.Client]:
+    return shared_emu, drms.Client(server_config(shared_emu.base_url), email=EMAIL)
 
 
 def test_server_lists_the_whole_catalog(walker: tuple[Emulator, drms.Client]) -> None:

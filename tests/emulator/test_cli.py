@@ -17,7 +17,7 @@ import pytest
 
 from jsocsim.__main__ import STAGING_FLAGS, apply_staging_model, build_parser
 from jsocsim.config import FLAT_STAGING, JSOC_STAGING, make_config
-from tests.emulator.conftest import EMAIL
+from tests.emulator.helpers import EMAIL
 
 
 def read_line_with_deadline(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -101,6 +101,7 @@ def cli_options(*argv: str) -> dict[str, Any]:
     return {name: args[name] for name in (*STAGING_FLAGS, "latency")}
 
 
+@pytest.mark.unit
 def test_cli_staging_model_defaults() -> None:
     assert cli_options() == {**JSOC_STAGING, "latency": 0.0}  # realistic unless told otherwise
     assert cli_options("--staging-delay", "0.5") == {**FLAT_STAGING, "staging_delay": 0.5,

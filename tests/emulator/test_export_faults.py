@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import time
 import urllib.error
-from collections.abc import Callable
 from pathlib import Path
 
 import drms
 import pytest
 
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, OTHER, server_config
-from tests.emulator.test_export_limits import m45, request
-from tests.emulator.test_exports_drms import get, jsoc_fetch, poll_until_done
+from tests.emulator.helpers import (
+    EMAIL,
+    EXPORT_OPTIONS,
+    OTHER,
+    get,
+    jsoc_fetch,
+    m45,
+    poll_until_done,
+    request,
+)
+from tests.emulators import server_config
+
+pytestmark = pytest.mark.emulator(**EXPORT_OPTIONS)
 
 
 def status_of(emu: Emulator, requestid: str) -> dict:
@@ -32,8 +41,7 @@ def wait_for_status(emu: Emulator, requestid: str, wanted: int, timeout: float =
         time.sleep(0.02)
 
 
-def test_failing_export_ends_with_status_4(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_failing_export_ends_with_status_4(emu: Emulator) -> None:
     emu.set_faults(export_fail_rate=1.0)
     client = drms.Client(server_config(emu.base_url), email=EMAIL)
     export = client.export(m45(3), method="url", protocol="fits")
@@ -46,8 +54,8 @@ def test_failing_export_ends_with_status_4(start: Callable[..., Emulator]) -> No
     assert request(emu, m45(6))["status"] == 2  # a failed export no longer blocks the email
 
 
-def test_stuck_export_stays_pending_with_late_waits(start: Callable[..., Emulator]) -> None:
-    emu = start(staging_delay=10)
+@pytest.mark.emulator(staging_delay=10)
+def test_stuck_export_stays_pending_with_late_waits(emu: Emulator) -> None:
     emu.set_faults(export_stuck_rate=1.0)
     first = request(emu, m45(3))
     assert first["wait"] == 10
@@ -57,8 +65,7 @@ def test_stuck_export_stays_pending_with_late_waits(start: Callable[..., Emulato
     assert request(emu, m45(6))["status"] == 7  # still pending for the email
 
 
-def test_export_expires_early(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_export_expires_early(emu: Emulator) -> None:
     emu.set_faults(export_expire_after=60.0)
     first = request(emu, m45(3))
     done = poll_until_done(emu, first["requestid"])
@@ -71,8 +78,7 @@ def test_export_expires_early(start: Callable[..., Emulator]) -> None:
     assert request(emu, m45(3))["requestid"] != first["requestid"]  # expired: no duplicate
 
 
-def test_status_6_for_the_first_polls(start: Callable[..., Emulator], tmp_path: Path) -> None:
-    emu = start()
+def test_status_6_for_the_first_polls(emu: Emulator, tmp_path: Path) -> None:
     emu.set_faults(status6_polls=2)
     first = request(emu, m45(3))
     polls = [status_of(emu, first["requestid"]) for _ in range(2)]
@@ -85,8 +91,7 @@ def test_status_6_for_the_first_polls(start: Callable[..., Emulator], tmp_path: 
     assert len(export.download(tmp_path)) == 8
 
 
-def test_offline_data_status_25(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_offline_data_status_25(emu: Emulator) -> None:
     emu.set_faults(offline_rate=1.0)
     client = drms.Client(server_config(emu.base_url), email=EMAIL)
     quick = client.export(m45(3), method="url_quick", protocol="as-is")
@@ -100,9 +105,9 @@ def test_offline_data_status_25(start: Callable[..., Emulator]) -> None:
     assert request(emu, m45(6))["status"] == 25  # fits exports need the data online too
 
 
-def test_offline_data_in_tape_mode_is_restored_then_staged(start: Callable[..., Emulator],
+@pytest.mark.emulator(offline_mode="tape", tape_delay=50)
+def test_offline_data_in_tape_mode_is_restored_then_staged(emu: Emulator,
                                                            tmp_path: Path) -> None:
-    emu = start(offline_mode="tape", tape_delay=50)
     emu.set_faults(offline_rate=1.0)
     client = drms.Client(server_config(emu.base_url), email=EMAIL)
     listed = client.query(m45(3), seg="magnetogram").magnetogram

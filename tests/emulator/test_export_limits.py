@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.parse
-from collections.abc import Callable
-from typing import Any
 
 import drms
 import pytest
@@ -16,26 +14,27 @@ import pytest
 from jsocsim.catalog import Catalog
 from jsocsim.records import RecordsConfig
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, OTHER, server_config
-from tests.emulator.test_exports_drms import get, jsoc_fetch, poll_until_done
+from tests.emulator.helpers import (
+    EMAIL,
+    EXPORT_OPTIONS,
+    OTHER,
+    get,
+    jsoc_fetch,
+    m45,
+    poll_until_done,
+    request,
+)
+from tests.emulators import server_config
 
+pytestmark = pytest.mark.emulator(**EXPORT_OPTIONS)
 MAGNETOGRAM = Catalog.load().get("hmi.M_45s").segment("magnetogram").size
 DAY = 86400.0
+ELEVEN = [f"user{i}@example.org" for i in range(11)]  # one more than an IP's pending exports
+LIMIT_MB = 9 * MAGNETOGRAM // 2**20  # exactly 9 records (7 minutes) fit
 
 
-def request(emu: Emulator, ds: str, email: str = EMAIL, **params: str) -> dict[str, Any]:
-    query = urllib.parse.urlencode({"op": "exp_request", "ds": ds, "notify": email,
-                                    "method": "url", "protocol": "fits", **params})
-    return jsoc_fetch(emu, query)
-
-
-def m45(minutes: int) -> str:
-    """hmi.M_45s over `minutes` minutes: floor(60 * minutes / 45) records."""
-    return f"hmi.M_45s[2014.01.01_00:00:00_TAI/{minutes}m]{{magnetogram}}"
-
-
-def test_second_pending_export_of_an_email_gets_status_7(start: Callable[..., Emulator]) -> None:
-    emu = start(staging_delay=30)
+@pytest.mark.emulator(staging_delay=30)
+def test_second_pending_export_of_an_email_gets_status_7(emu: Emulator) -> None:
     client = drms.Client(server_config(emu.base_url), email=EMAIL)
     first = client.export(m45(3), method="url", protocol="fits")
     second = client.export(m45(6), method="url", protocol="fits")  # drms does not raise here
@@ -56,8 +55,8 @@ def test_second_pending_export_of_an_email_gets_status_7(start: Callable[..., Em
     assert client.export(m45(6), method="url", protocol="fits").status == 2
 
 
-def test_pending_export_stops_counting_after_the_timeout(start: Callable[..., Emulator]) -> None:
-    emu = start(pending_timeout=3600.0)
+@pytest.mark.emulator(pending_timeout=3600.0)
+def test_pending_export_stops_counting_after_the_timeout(emu: Emulator) -> None:
     emu.set_faults(export_stuck_rate=1.0)
     assert request(emu, m45(3))["status"] == 2
     emu.advance_clock(3599)
@@ -66,9 +65,9 @@ def test_pending_export_stops_counting_after_the_timeout(start: Callable[..., Em
     assert request(emu, m45(6))["status"] == 2
 
 
-def test_more_than_ten_pending_exports_from_one_ip(start: Callable[..., Emulator]) -> None:
-    emails = [f"user{i}@example.org" for i in range(11)]
-    emu = start(emails=emails, staging_delay=1000)
+@pytest.mark.emulator(emails=ELEVEN, staging_delay=1000)
+def test_more_than_ten_pending_exports_from_one_ip(emu: Emulator) -> None:
+    emails = ELEVEN
     replies = [request(emu, m45(3 + i), email) for i, email in enumerate(emails)]
     assert [r["status"] for r in replies] == [2] * 10 + [7]
     assert replies[-1]["error"].startswith(f"There are too many requests from {emails[-1]}")
@@ -77,10 +76,10 @@ def test_more_than_ten_pending_exports_from_one_ip(start: Callable[..., Emulator
     assert [v["kind"] for v in client["violations"]] == ["ip_pending_limit"]
 
 
-def test_size_limit_status_3(start: Callable[..., Emulator]) -> None:
-    limit = 9 * MAGNETOGRAM // 2**20  # exactly 9 records (7 minutes) fit
+@pytest.mark.emulator(max_export_mb=LIMIT_MB)
+def test_size_limit_status_3(emu: Emulator) -> None:
+    limit = LIMIT_MB
     assert limit < 10 * MAGNETOGRAM // 2**20 and limit // 10 < MAGNETOGRAM // 2**20
-    emu = start(max_export_mb=limit)
     assert request(emu, m45(7))["status"] == 2
     too_big = request(emu, m45(8), OTHER)
     assert too_big == {"requestid": "VOID", "method": "url", "protocol": "fits", "wait": 0,
@@ -96,8 +95,7 @@ def test_size_limit_status_3(start: Callable[..., Emulator]) -> None:
         refused.wait()
 
 
-def test_huge_request_is_sized_without_listing_it(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_huge_request_is_sized_without_listing_it(emu: Emulator) -> None:
     began = time.monotonic()
     reply = request(emu, "aia.lev1_euv_12s[2014.01.01_00:00:00_TAI/30d]{image}")
     assert time.monotonic() - began < 5
@@ -107,8 +105,10 @@ def test_huge_request_is_sized_without_listing_it(start: Callable[..., Emulator]
     assert reply["size"] == records * image // 2**20
 
 
-def test_duplicate_within_24_hours_returns_the_old_id(start: Callable[..., Emulator]) -> None:
-    emu = start(clock_start="2025-01-01T10:00:00")
+# staging takes 2 s: the second request must find the first export still pending (at 0.05 s a
+# loaded machine's round trip outlasted it)
+@pytest.mark.emulator(clock_start="2025-01-01T10:00:00", staging_delay=2)
+def test_duplicate_within_24_hours_returns_the_old_id(emu: Emulator) -> None:
     first = request(emu, m45(3))
     assert first["requestid"] == "JSOC_20250101_001"
     assert request(emu, m45(3))["status"] == 7  # still pending: the limit answers first
@@ -126,8 +126,7 @@ def test_duplicate_within_24_hours_returns_the_old_id(start: Callable[..., Emula
     assert request(emu, m45(3))["requestid"] == "JSOC_20250102_001"  # window over, new day
 
 
-def test_expiry_after_seven_days(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_expiry_after_seven_days(emu: Emulator) -> None:
     first = request(emu, m45(3))
     done = poll_until_done(emu, first["requestid"])
     file_path = f"{done['dir']}/{done['data'][0]['filename']}"
@@ -146,8 +145,8 @@ def test_expiry_after_seven_days(start: Callable[..., Emulator]) -> None:
                        "contact": "jsoc_help@jsoc.stanford.edu"}
 
 
-def test_quality_filter_drops_records_without_an_image(start: Callable[..., Emulator]) -> None:
-    emu = start(records=RecordsConfig(no_image_fraction=0.5))
+@pytest.mark.emulator(records=RecordsConfig(no_image_fraction=0.5))
+def test_quality_filter_drops_records_without_an_image(emu: Emulator) -> None:
     client = drms.Client(server_config(emu.base_url), email=EMAIL)
     ds = m45(30)
     quality = client.query(ds, key="QUALITY", convert_numeric=False).QUALITY

@@ -8,10 +8,8 @@ import io
 import json
 import math
 import tarfile
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +20,24 @@ from astropy.io import fits
 from jsocsim.catalog import Catalog
 from jsocsim.fitsgen import fits_keyword_name
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
+from tests.emulator.helpers import (
+    EMAIL,
+    EXPORT_OPTIONS,
+    OTHER,
+    get,
+    jsoc_fetch,
+    poll_until_done,
+)
+from tests.emulators import server_config
 
-OTHER = "other@example.org"
+pytestmark = pytest.mark.emulator(**EXPORT_OPTIONS)
 M45 = "hmi.M_45s[2014.01.01_00:00:00_TAI/3m]"  # 4 records (floor(180/45))
 SHARP = "hmi.sharp_720s[4864][2014.11.30_00:00_TAI]{continuum, magnetogram}"
 
 
 @pytest.fixture
-def emu(tmp_path: Path) -> Iterator[Emulator]:
-    runner = ThreadedEmulator(tmp_path / "jsoc", emails=[EMAIL, OTHER], staging_delay=0.05)
-    try:
-        yield runner.start()
-    finally:
-        runner.stop()
-
-
-@pytest.fixture
 def client(emu: Emulator) -> drms.Client:
     return drms.Client(server_config(emu.base_url), email=EMAIL)
-
-
-def get(emu: Emulator, path: str) -> bytes:
-    with urllib.request.urlopen(emu.base_url + path.lstrip("/"), timeout=30) as response:
-        return response.read()
-
-
-def jsoc_fetch(emu: Emulator, query: str) -> dict[str, Any]:
-    """Raw jsoc_fetch call with a hand-built query string."""
-    return json.loads(get(emu, "cgi-bin/ajax/jsoc_fetch?" + query))
-
-
-def poll_until_done(emu: Emulator, requestid: str, timeout: float = 20) -> dict[str, Any]:
-    """exp_status until status 0 (string or number), with a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = jsoc_fetch(emu, f"op=exp_status&requestid={requestid}")
-        if int(reply["status"]) == 0:
-            return reply
-        assert int(reply["status"]) in (1, 2, 6), reply
-        assert time.monotonic() < deadline, f"{requestid} not done: {reply}"
-        time.sleep(0.02)
 
 
 def sha256(data: bytes) -> str:
@@ -245,28 +220,24 @@ def test_format_txt(emu: Emulator) -> None:
     assert text.splitlines() == ["status=4", "error=RequestID must be provided"]
 
 
-def test_status_moves_2_then_1_then_0_on_the_clock(tmp_path: Path) -> None:
-    runner = ThreadedEmulator(tmp_path / "slow", emails=[EMAIL], staging_delay=100)
-    emu = runner.start()
-    try:
-        client = drms.Client(server_config(emu.base_url), email=EMAIL)
-        export = client.export(M45 + "{magnetogram}", method="url", protocol="fits", n=2)
-        assert (export.status, export._d["wait"], export._d["rcount"]) == (2, 100, 2)
-        emu.advance_clock(40)
-        queued = jsoc_fetch(emu, f"op=exp_status&requestid={export.id}")
-        assert queued["status"] == 2 and 59 <= queued["wait"] <= 60
-        emu.advance_clock(20)
-        running = jsoc_fetch(emu, f"op=exp_status&requestid={export.id}")
-        assert running == {"status": 1, "requestid": export.id, "method": "url",
-                           "protocol": "fits", "wait": running["wait"], "rcount": 0,
-                           "size": export._d["size"]}
-        assert 39 <= running["wait"] <= 40
-        assert not export.has_finished()
-        emu.advance_clock(40)
-        assert export.wait(timeout=30, sleep=0.05)
-        assert len(export.data) == 2  # process=n=2 kept the first two records
-    finally:
-        runner.stop()
+@pytest.mark.emulator(emails=[EMAIL], staging_delay=100)
+def test_status_moves_2_then_1_then_0_on_the_clock(emu: Emulator) -> None:
+    client = drms.Client(server_config(emu.base_url), email=EMAIL)
+    export = client.export(M45 + "{magnetogram}", method="url", protocol="fits", n=2)
+    assert (export.status, export._d["wait"], export._d["rcount"]) == (2, 100, 2)
+    emu.advance_clock(40)
+    queued = jsoc_fetch(emu, f"op=exp_status&requestid={export.id}")
+    assert queued["status"] == 2 and 59 <= queued["wait"] <= 60
+    emu.advance_clock(20)
+    running = jsoc_fetch(emu, f"op=exp_status&requestid={export.id}")
+    assert running == {"status": 1, "requestid": export.id, "method": "url",
+                       "protocol": "fits", "wait": running["wait"], "rcount": 0,
+                       "size": export._d["size"]}
+    assert 39 <= running["wait"] <= 40
+    assert not export.has_finished()
+    emu.advance_clock(40)
+    assert export.wait(timeout=30, sleep=0.05)
+    assert len(export.data) == 2  # process=n=2 kept the first two records
 
 
 def test_post_form_is_accepted(emu: Emulator) -> None:

@@ -9,57 +9,36 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
 from jsocsim.server import run_emulator
-from tests.emulator.conftest import EMAIL
+from tests.emulator.helpers import DEFAULT_OPTIONS, EMAIL, segment_paths, settled, wait_for
 
-RECORD_SET = "hmi.V_45s[2013.07.03_08:42:00_TAI/135s]"
-
-
-async def segment_paths(base: str, session: aiohttp.ClientSession, ds: str = RECORD_SET,
-                        seg: str = "Dopplergram") -> list[str]:
-    """SUMS paths of `seg` for the records of `ds` (from rs_list)."""
-    params = {"op": "rs_list", "ds": ds, "seg": seg}
-    async with session.get(base + "cgi-bin/ajax/jsoc_info", params=params) as resp:
-        return (await resp.json())["segments"][0]["values"]
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 
 
-async def wait_for(condition, timeout: float = 10.0) -> None:
-    """Poll `condition()` until true or fail after `timeout` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
-async def settled(emu) -> None:
-    """Wait until no download is in flight (the server books bytes after the last one left)."""
-    clients = emu.state.stats.clients
-    await wait_for(lambda: all(c.active_downloads == 0 for c in clients.values()))
-
-
-async def test_full_download_headers_and_manifest(emulator) -> None:
+async def test_full_download_headers_and_manifest(emu) -> None:
     async with aiohttp.ClientSession() as session:
-        path = (await segment_paths(emulator.base_url, session))[0]
-        async with session.get(emulator.base_url + path.lstrip("/")) as resp:
+        path = (await segment_paths(emu.base_url, session))[0]
+        async with session.get(emu.base_url + path.lstrip("/")) as resp:
             body = await resp.read()
             assert resp.status == 200
             assert resp.headers["ETag"] and resp.headers["Last-Modified"]
             assert resp.headers["Accept-Ranges"] == "bytes"
             assert int(resp.headers["Content-Length"]) == len(body)
-    await settled(emulator)
-    entry = emulator.manifest()[path]
+    await settled(emu)
+    entry = emu.manifest()[path]
     assert entry["size"] == len(body) and entry["sha256"] == hashlib.sha256(body).hexdigest()
-    stats = emulator.stats()
+    stats = emu.stats()
     assert stats["files"][path] == {"requests": 1, "bytes_served": len(body),
                                     "bytes_served_again": 0, "full_downloads": 1}
     client = stats["clients"]["127.0.0.1"]
     assert client["bytes_served"] == len(body) and client["peak_concurrent_downloads"] == 1
 
 
-async def test_range_if_range_and_416(emulator) -> None:
+async def test_range_if_range_and_416(emu) -> None:
     async with aiohttp.ClientSession() as session:
-        url = emulator.base_url + (await segment_paths(emulator.base_url, session))[0].lstrip("/")
+        url = emu.base_url + (await segment_paths(emu.base_url, session))[0].lstrip("/")
         async with session.get(url) as resp:
             full, etag, modified = await resp.read(), resp.headers["ETag"], resp.headers[
                 "Last-Modified"]
@@ -82,21 +61,21 @@ async def test_range_if_range_and_416(emulator) -> None:
             assert resp.status == 304
 
 
-async def test_bytes_served_again_counts_overlap_only(emulator) -> None:
+async def test_bytes_served_again_counts_overlap_only(emu) -> None:
     async with aiohttp.ClientSession() as session:
-        path = (await segment_paths(emulator.base_url, session))[1]
-        url = emulator.base_url + path.lstrip("/")
+        path = (await segment_paths(emu.base_url, session))[1]
+        url = emu.base_url + path.lstrip("/")
         async with session.get(url, headers={"Range": "bytes=0-999"}) as resp:
             first = await resp.read()
         async with session.get(url, headers={"Range": "bytes=1000-"}) as resp:
             rest = await resp.read()  # a correct resume: nothing served twice
         size = len(first) + len(rest)
-        await settled(emulator)
-        assert emulator.stats()["files"][path]["bytes_served_again"] == 0
+        await settled(emu)
+        assert emu.stats()["files"][path]["bytes_served_again"] == 0
         async with session.get(url) as resp:
             await resp.read()  # a restart from zero: every byte again
-    await settled(emulator)
-    stats = emulator.stats()
+    await settled(emu)
+    stats = emu.stats()
     assert stats["files"][path]["bytes_served"] == 2 * size
     assert stats["files"][path]["bytes_served_again"] == size
     assert stats["clients"]["127.0.0.1"]["bytes_served_again"] == size
@@ -150,9 +129,9 @@ async def test_download_connection_limit_is_configurable(tmp_path: Path) -> None
         assert emu.stats()["clients"]["127.0.0.1"]["refused_connections"] == 0
 
 
-async def test_unknown_and_bad_paths(emulator) -> None:
+async def test_unknown_and_bad_paths(emu) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.get(emulator.base_url + "SUM1/D1/S00000/nothing.fits") as resp:
+        async with session.get(emu.base_url + "SUM1/D1/S00000/nothing.fits") as resp:
             assert resp.status == 404
-        async with session.get(emulator.base_url + "SUM1/D1/%2E%2E/x") as resp:
+        async with session.get(emu.base_url + "SUM1/D1/%2E%2E/x") as resp:
             assert resp.status in (400, 404)

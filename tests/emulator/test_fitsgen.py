@@ -30,6 +30,8 @@ from jsocsim.query import parse_recordset
 from jsocsim.records import RecordEngine
 from jsocsim.server import build_state
 
+pytestmark = pytest.mark.unit
+
 RECIPE = FileRecipe(seed=12345, filename="magnetogram.fits", segment_type="int",
                     nbytes=16 * 1024, compress=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import astropy.units as u
@@ -27,7 +26,10 @@ from jsocsim.flares import (
 )
 from jsocsim.server import Emulator
 from jsocsim.timeslots import parse_time
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
+from tests.emulator.helpers import EMAIL
+from tests.emulators import server_config, sunpy_pointed_at
+
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05)
 
 FLARE_QUERY = ("aia.lev1_euv_12s[2021-07-03T14:25:00Z-2021-07-03T14:35:00Z]"
                "[? EXPTIME<2.0 AND WAVELNTH=211 ?]")
@@ -38,20 +40,11 @@ AEC_KEYS = "T_REC,WAVELNTH,EXPTIME,AIMGSHCE,AECTYPE,AECMODE,AIAECENF"
 
 
 @pytest.fixture(scope="module")
-def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    runner = ThreadedEmulator(tmp_path_factory.mktemp("flares") / "jsoc", emails=[EMAIL],
-                              staging_delay=0.05)
-    try:
-        yield runner.start()
-    finally:
-        runner.stop()
+def client(shared_emu: Emulator) -> drms.Client:
+    return drms.Client(server_config(shared_emu.base_url), email=EMAIL)
 
 
-@pytest.fixture(scope="module")
-def client(emu: Emulator) -> drms.Client:
-    return drms.Client(server_config(emu.base_url), email=EMAIL)
-
-
+@pytest.mark.unit
 def test_the_builtin_table_holds_the_known_flares() -> None:
     table = flare_table()
     assert max(table.flares, key=lambda f: f.flux).goes_class == "X9.3"  # 2017-09-06
@@ -64,6 +57,7 @@ def test_the_builtin_table_holds_the_known_flares() -> None:
     assert table.between(parse_time("2021-07-05T00:00Z"), parse_time("2021-07-06T00:00Z")) == []
 
 
+@pytest.mark.unit
 def test_an_operator_table_replaces_the_builtin_one(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     table_file = tmp_path / "flares.csv"
@@ -83,6 +77,7 @@ def test_an_operator_table_replaces_the_builtin_one(tmp_path: Path,
         flare_table.cache_clear()
 
 
+@pytest.mark.unit
 def test_cli_refuses_an_unreadable_flare_table(tmp_path: Path) -> None:
     from jsocsim.__main__ import main
     try:
@@ -93,6 +88,7 @@ def test_cli_refuses_an_unreadable_flare_table(tmp_path: Path) -> None:
         flare_table.cache_clear()
 
 
+@pytest.mark.unit
 def test_flux_lookup_and_short_exposure_scale() -> None:
     table = flare_table()
     at = np.array([parse_time(t) for t in ("2021-07-03T14:17:59Z", "2021-07-03T14:18:00Z",
@@ -160,20 +156,12 @@ def test_fits_headers_carry_the_same_exposure(client: drms.Client, tmp_path: Pat
     assert len(seen) == 2 and sorted(seen) == [False, True]  # one short, one normal
 
 
-def test_sunpy_keyword_filter_expresses_the_query(emu: Emulator) -> None:
-    configs = drms.config._server_configs
-    saved = configs.get("jsoc")
-    configs["jsoc"] = server_config(emu.base_url, name="jsoc")
-    try:
+def test_sunpy_keyword_filter_expresses_the_query(shared_emu: Emulator) -> None:
+    with sunpy_pointed_at(shared_emu.base_url):
         client = jsoc.JSOCClient()
         common = [a.jsoc.Series("aia.lev1_euv_12s"), a.Wavelength(211 * u.AA),
                   a.jsoc.Keyword("EXPTIME") < 2.0]
         found = client.search(a.Time("2021-07-03T14:25:00", "2021-07-03T14:35:00"), *common)
         quiet = client.search(a.Time("2021-07-05T14:25:00", "2021-07-05T14:35:00"), *common)
-    finally:
-        if saved is None:
-            configs.pop("jsoc", None)
-        else:
-            configs["jsoc"] = saved
     assert len(found) >= 20 and (np.asarray(found["WAVELNTH"]) == 211).all()
     assert len(quiet) == 0

@@ -8,7 +8,6 @@ import functools
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import drms
@@ -18,7 +17,10 @@ from sunpy.net import attrs as a
 
 from jsocsim.records import RecordsConfig
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, server_config
+from tests.emulator.helpers import EMAIL, EXPORT_OPTIONS
+from tests.emulators import server_config
+
+pytestmark = pytest.mark.emulator(**EXPORT_OPTIONS)
 
 M45 = "hmi.M_45s[2014.01.01_00:00:00_TAI/10m]{magnetogram}"  # 13 records
 FLOWS = "hmi.rdVflows_fd15_frame[2150]"
@@ -51,9 +53,9 @@ def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- missing files: NoDataFile rows and the "no FITS files" warning ---------------------------
+@pytest.mark.emulator(records=RecordsConfig(missing_file_fraction=0.4))
 def test_missing_files_are_nodatafile_rows_in_as_is_exports(
-        start: Callable[..., Emulator], tmp_path: Path) -> None:
-    emu = start(records=RecordsConfig(missing_file_fraction=0.4))
+        emu: Emulator, tmp_path: Path) -> None:
     client = client_for(emu)
     paths = client.query(M45, seg="magnetogram").magnetogram  # rs_list does not stat files
     assert len(paths) == 13 and all(p.startswith("/SUM") for p in paths)
@@ -72,9 +74,9 @@ def test_missing_files_are_nodatafile_rows_in_as_is_exports(
     assert len(fits.data) == 13 - len(gone)  # jsoc_export_as_fits skips missing files
 
 
+@pytest.mark.emulator(records=RecordsConfig(missing_file_fraction=1.0))
 def test_fits_export_without_any_file_reports_the_warning_row(
-        start: Callable[..., Emulator], tmp_path: Path) -> None:
-    emu = start(records=RecordsConfig(missing_file_fraction=1.0))
+        emu: Emulator, tmp_path: Path) -> None:
     client = client_for(emu)
     r = finished(client.export(M45, method="url", protocol="fits"))
     (record,) = r.data.record
@@ -86,10 +88,10 @@ def test_fits_export_without_any_file_reports_the_warning_row(
     assert quick.download(tmp_path).download.isna().all()
 
 
+@pytest.mark.emulator(records=RecordsConfig(missing_file_fraction=0.4))
 def test_sunpy_fetch_sees_missing_files_as_jsoc_serves_them(
-        start: Callable[..., Emulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         quick_polls: None) -> None:
-    emu = start(records=RecordsConfig(missing_file_fraction=0.4))
     monkeypatch.setitem(drms.config._server_configs, "jsoc",
                         server_config(emu.base_url, name="jsoc"))
     window = a.Time("2014-01-01T00:00:00", "2014-01-01T00:09:00")  # 13 slots, both ends in
@@ -107,9 +109,9 @@ def test_sunpy_fetch_sees_missing_files_as_jsoc_serves_them(
 
 
 # ---- $ and ^ as range ends ------------------------------------------------------------------
-def test_dollar_and_caret_as_range_endpoints(start: Callable[..., Emulator],
+@pytest.mark.emulator(clock_start=NOW)
+def test_dollar_and_caret_as_range_endpoints(emu: Emulator,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    emu = start(clock_start=NOW)
     client = client_for(emu)
     tail = client.query("hmi.M_45s[2014.01.01_23:58:00_TAI-$]", key="T_REC")
     assert list(tail.T_REC) == ["2014.01.01_23:57:45_TAI", "2014.01.01_23:58:30_TAI",
@@ -131,8 +133,9 @@ def test_dollar_and_caret_as_range_endpoints(start: Callable[..., Emulator],
 
 
 # ---- links ------------------------------------------------------------------------------------
-def test_links_resolve_into_catalog_series(start: Callable[..., Emulator]) -> None:
-    client = client_for(start(clock_start=NOW))
+@pytest.mark.emulator(clock_start=NOW)
+def test_links_resolve_into_catalog_series(emu: Emulator) -> None:
+    client = client_for(emu)
     keys, links = client.query("hmi.sharp_720s[][2014.01.01_00:00:00_TAI]", key="HARPNUM",
                                link="MHARP,BHARP")
     assert len(keys) > 0
@@ -146,8 +149,9 @@ def test_links_resolve_into_catalog_series(start: Callable[..., Emulator]) -> No
 
 
 # ---- [? ?] versus [! !] -----------------------------------------------------------------------
-def test_bang_where_returns_every_version(start: Callable[..., Emulator]) -> None:
-    client = client_for(start(clock_start="2015.01.01_00:00:00_TAI"))
+@pytest.mark.emulator(clock_start="2015.01.01_00:00:00_TAI")
+def test_bang_where_returns_every_version(emu: Emulator) -> None:
+    client = client_for(emu)
     keys = "CMLon,Module,*recnum*"
     latest = client.query(f"{FLOWS}[? CarrRot=2150 ?]", key=keys)
     every = client.query(f"{FLOWS}[! CarrRot=2150 !]", key=keys)
@@ -169,9 +173,9 @@ def test_bang_where_returns_every_version(start: Callable[..., Emulator]) -> Non
 
 
 # ---- jpg / mpg / mp4 ---------------------------------------------------------------------------
-def test_jpg_export_gives_one_image_per_record(start: Callable[..., Emulator],
+def test_jpg_export_gives_one_image_per_record(emu: Emulator,
                                                tmp_path: Path) -> None:
-    client = client_for(start())
+    client = client_for(emu)
     r = finished(client.export("hmi.M_45s[2014.01.01_00:00:00_TAI/3m]{magnetogram}",
                                method="url", protocol="jpg",
                                protocol_args={"ct": "grey.sao", "scaling": "minmax"}))
@@ -185,9 +189,9 @@ def test_jpg_export_gives_one_image_per_record(start: Callable[..., Emulator],
 
 @pytest.mark.filterwarnings("ignore:A value is being set on a copy")  # drms's own row blanking
 @pytest.mark.parametrize("protocol", ["mp4", "mpg"])
-def test_movie_export_lists_the_movie_first(start: Callable[..., Emulator], tmp_path: Path,
+def test_movie_export_lists_the_movie_first(emu: Emulator, tmp_path: Path,
                                             protocol: str) -> None:
-    client = client_for(start())
+    client = client_for(emu)
     r = finished(client.export("aia.lev1_euv_12s[2014.01.01_00:00:00_TAI/1m][171]{image}",
                                method="url", protocol=protocol))
     assert r.data.record.iloc[0] == "movie of the following data"  # drms blanks it in urls
@@ -199,8 +203,7 @@ def test_movie_export_lists_the_movie_first(start: Callable[..., Emulator], tmp_
     assert movie[4:8] == b"ftyp" if protocol == "mp4" else movie[:4] == b"\x00\x00\x01\xba"
 
 
-def test_unknown_protocol_is_refused_with_the_accepted_list(start: Callable[..., Emulator]) -> None:
-    emu = start()
+def test_unknown_protocol_is_refused_with_the_accepted_list(emu: Emulator) -> None:
     query = ("op=exp_request&ds=hmi.M_45s%5B2014.01.01_TAI%5D&method=url&protocol=png"
              f"&notify={EMAIL}")
     reply = json.loads(urllib.request.urlopen(

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from jsocsim.server import run_emulator
-from tests.emulator.conftest import EMAIL
-from tests.emulator.test_file_serving import segment_paths, settled
+from tests.emulator.helpers import DEFAULT_OPTIONS, EMAIL, segment_paths, settled
 
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 SUMMARY = {"op": "rs_summary", "ds": "hmi.M_45s[2014.01.01_00:00:00_TAI/1h]"}
 
 
@@ -61,14 +61,14 @@ def header(head: str, name: str) -> str:
     raise KeyError(name)
 
 
-async def test_cgi_500_all_and_files_unaffected(emulator) -> None:
-    url, _ = await first_file_url(emulator)
-    emulator.set_faults(cgi_error_rate=1.0)
-    assert await cgi_statuses(emulator.base_url, 3) == [500, 500, 500]
+async def test_cgi_500_all_and_files_unaffected(emu) -> None:
+    url, _ = await first_file_url(emu)
+    emu.set_faults(cgi_error_rate=1.0)
+    assert await cgi_statuses(emu.base_url, 3) == [500, 500, 500]
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 200
-    emulator.set_faults(cgi_error_rate=0.0)
-    assert await cgi_statuses(emulator.base_url, 2) == [200, 200]
+    emu.set_faults(cgi_error_rate=0.0)
+    assert await cgi_statuses(emu.base_url, 2) == [200, 200]
 
 
 async def test_cgi_500_rate_is_seeded_and_reproducible(tmp_path: Path) -> None:
@@ -81,37 +81,37 @@ async def test_cgi_500_rate_is_seeded_and_reproducible(tmp_path: Path) -> None:
     assert {200, 500} == set(patterns[0])  # the rate gives a mix, identical in both runs
 
 
-async def test_slow_responses(emulator) -> None:
-    emulator.set_faults(slow_rate=1.0, slow_seconds=0.3)
+async def test_slow_responses(emu) -> None:
+    emu.set_faults(slow_rate=1.0, slow_seconds=0.3)
     started = time.monotonic()
-    assert await cgi_statuses(emulator.base_url, 1) == [200]
+    assert await cgi_statuses(emu.base_url, 1) == [200]
     assert time.monotonic() - started >= 0.3
-    assert emulator.state.faults.fired["slow"] == 1
+    assert emu.state.faults.fired["slow"] == 1
 
 
-async def test_reset_mid_body(emulator) -> None:
-    url, path = await first_file_url(emulator)
-    emulator.set_faults(reset_rate=1.0, reset_fraction=0.25)
+async def test_reset_mid_body(emu) -> None:
+    url, path = await first_file_url(emu)
+    emu.set_faults(reset_rate=1.0, reset_fraction=0.25)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientError):
             async with session.get(url) as resp:
                 await resp.read()
-    emulator.set_faults(reset_rate=0.0)
-    size = emulator.manifest()[path]["size"]
-    assert emulator.stats()["files"][path]["bytes_served"] == int(size * 0.25)
+    emu.set_faults(reset_rate=0.0)
+    size = emu.manifest()[path]["size"]
+    assert emu.stats()["files"][path]["bytes_served"] == int(size * 0.25)
     async with aiohttp.ClientSession() as session, session.get(
             url, headers={"Range": f"bytes={int(size * 0.25)}-"}) as resp:
         assert resp.status == 206  # a correct resume completes the file, nothing served twice
         await resp.read()
-    await settled(emulator)
-    assert emulator.stats()["files"][path]["bytes_served_again"] == 0
+    await settled(emu)
+    assert emu.stats()["files"][path]["bytes_served_again"] == 0
 
 
-async def test_truncated_body(emulator) -> None:
-    url, path = await first_file_url(emulator)
-    emulator.set_faults(truncate_rate=1.0, truncate_fraction=0.5)
+async def test_truncated_body(emu) -> None:
+    url, path = await first_file_url(emu)
+    emu.set_faults(truncate_rate=1.0, truncate_fraction=0.5)
     head, body = await raw_get(url)
-    size = emulator.manifest()[path]["size"]
+    size = emu.manifest()[path]["size"]
     assert " 200 " in head.split("\r\n")[0]
     assert int(header(head, "Content-Length")) == size
     assert len(body) == size // 2  # fewer bytes than promised, then the connection closed
@@ -121,19 +121,19 @@ async def test_truncated_body(emulator) -> None:
                 await resp.read()
 
 
-async def test_range_ignored(emulator) -> None:
-    url, path = await first_file_url(emulator)
-    emulator.set_faults(ignore_range_rate=1.0)
+async def test_range_ignored(emu) -> None:
+    url, path = await first_file_url(emu)
+    emu.set_faults(ignore_range_rate=1.0)
     async with aiohttp.ClientSession() as session, session.get(
             url, headers={"Range": "bytes=100-"}) as resp:
         body = await resp.read()
         assert resp.status == 200 and "Content-Range" not in resp.headers
-    assert len(body) == emulator.manifest()[path]["size"]
+    assert len(body) == emu.manifest()[path]["size"]
 
 
-async def test_changing_file_gets_new_etag(emulator) -> None:
-    url, path = await first_file_url(emulator)
-    emulator.set_faults(changing_files=[path])
+async def test_changing_file_gets_new_etag(emu) -> None:
+    url, path = await first_file_url(emu)
+    emu.set_faults(changing_files=[path])
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as resp:
             first, etag = await resp.read(), resp.headers["ETag"]
@@ -145,50 +145,50 @@ async def test_changing_file_gets_new_etag(emulator) -> None:
         async with session.get(url, headers={"Range": "bytes=100-",
                                              "If-Range": resp.headers["ETag"]}) as resp:
             assert resp.status == 206 and await resp.read() == second[100:]  # changes once
-    assert emulator.manifest()[path]["sha256"] != hashlib.sha256(first).hexdigest()
+    assert emu.manifest()[path]["sha256"] != hashlib.sha256(first).hexdigest()
 
 
-async def test_outage_fails_everything_then_recovers(emulator) -> None:
-    url, _ = await first_file_url(emulator)
-    emulator.set_faults(outage_seconds=60)
-    assert await cgi_statuses(emulator.base_url, 1) == [500]
+async def test_outage_fails_everything_then_recovers(emu) -> None:
+    url, _ = await first_file_url(emu)
+    emu.set_faults(outage_seconds=60)
+    assert await cgi_statuses(emu.base_url, 1) == [500]
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
         assert resp.status == 503 and int(resp.headers["Retry-After"]) > 0
-    emulator.advance_clock(61)
-    assert await cgi_statuses(emulator.base_url, 1) == [200]
+    emu.advance_clock(61)
+    assert await cgi_statuses(emu.base_url, 1) == [200]
 
 
-async def test_outage_windows_via_control_endpoint(emulator) -> None:
+async def test_outage_windows_via_control_endpoint(emu) -> None:
     async with aiohttp.ClientSession() as session:
-        async with session.post(emulator.base_url + "_sim/faults",
+        async with session.post(emu.base_url + "_sim/faults",
                                 json={"outages": [[100, 50]]}) as resp:
             assert resp.status == 200 and not (await resp.json())["in_outage"]
-        assert await cgi_statuses(emulator.base_url, 1) == [200]
-        async with session.post(emulator.base_url + "_sim/clock", json={"advance": 120}):
+        assert await cgi_statuses(emu.base_url, 1) == [200]
+        async with session.post(emu.base_url + "_sim/clock", json={"advance": 120}):
             pass
-        assert await cgi_statuses(emulator.base_url, 1) == [500]
-        emulator.advance_clock(40)
-        assert await cgi_statuses(emulator.base_url, 1) == [200]
+        assert await cgi_statuses(emu.base_url, 1) == [500]
+        emu.advance_clock(40)
+        assert await cgi_statuses(emu.base_url, 1) == [200]
 
 
-async def test_bad_fault_settings_are_rejected_clearly(emulator) -> None:
+async def test_bad_fault_settings_are_rejected_clearly(emu) -> None:
     async with aiohttp.ClientSession() as session:
         for body, words in (({"cgi_error_rate": 2}, "[0, 1]"), ({"nope": 1}, "unknown fault"),
                             ([1, 2], "JSON object")):
-            async with session.post(emulator.base_url + "_sim/faults", json=body) as resp:
+            async with session.post(emu.base_url + "_sim/faults", json=body) as resp:
                 assert resp.status == 400 and words in (await resp.json())["error"]
-        async with session.post(emulator.base_url + "_sim/clock", json={"advance": -5}) as resp:
+        async with session.post(emu.base_url + "_sim/clock", json={"advance": -5}) as resp:
             assert resp.status == 400 and "forward" in (await resp.json())["error"]
 
 
-async def test_control_stats_reset_and_manifest(emulator) -> None:
-    await cgi_statuses(emulator.base_url, 2)
+async def test_control_stats_reset_and_manifest(emu) -> None:
+    await cgi_statuses(emu.base_url, 2)
     async with aiohttp.ClientSession() as session:
-        async with session.get(emulator.base_url + "_sim/stats") as resp:
+        async with session.get(emu.base_url + "_sim/stats") as resp:
             assert (await resp.json())["clients"]["127.0.0.1"]["cgi_requests"] == 2
-        async with session.post(emulator.base_url + "_sim/reset") as resp:
+        async with session.post(emu.base_url + "_sim/reset") as resp:
             assert resp.status == 200
-        async with session.get(emulator.base_url + "_sim/stats") as resp:
+        async with session.get(emu.base_url + "_sim/stats") as resp:
             assert (await resp.json())["clients"] == {}
-        async with session.get(emulator.base_url + "_sim/manifest") as resp:
+        async with session.get(emu.base_url + "_sim/manifest") as resp:
             assert resp.status == 200 and isinstance(await resp.json(), dict)

@@ -11,8 +11,10 @@ import pytest
 
 from jsocsim.catalog import Catalog
 from jsocsim.timeslots import format_time, parse_time
-from tests.emulator.conftest import EMAIL, PENDING_EMAIL, server_config
+from tests.emulator.helpers import DEFAULT_OPTIONS, EMAIL, PENDING_EMAIL
+from tests.emulators import server_config
 
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 CATALOG = Catalog.load()
 V45_START = "2013.07.03_08:42:00_TAI"
 
@@ -35,8 +37,8 @@ def test_series_full_via_wrapper_has_descriptions(drms_client: drms.Client) -> N
     assert list(table["note"]) == [CATALOG.get(n).note for n in table["name"]]
 
 
-def test_series_via_plain_show_series(threaded_emulator) -> None:
-    client = drms.Client(server_config(threaded_emulator.base_url, wrapper=False))
+def test_series_via_plain_show_series(emu) -> None:
+    client = drms.Client(server_config(emu.base_url, wrapper=False))
     assert client.series(r"HMI\.M_") == expected_names(r"hmi\.m_")
     table = client.series(r"hmi\.b_720s", full=True)
     assert list(table.iloc[0]["primekeys"]) == [k.name for k in CATALOG.get("hmi.B_720s").primekeys]
@@ -111,14 +113,14 @@ async def get_json(base: str, cgi: str, **params: str) -> dict:
         return await resp.json()
 
 
-async def test_empty_rs_list_has_only_count_runtime_status(emulator) -> None:
-    body = await get_json(emulator.base_url, "jsoc_info", op="rs_list", key="T_REC",
+async def test_empty_rs_list_has_only_count_runtime_status(emu) -> None:
+    body = await get_json(emu.base_url, "jsoc_info", op="rs_list", key="T_REC",
                           ds="hmi.V_45s[1999.01.01_00:00:00_TAI/1h]")
     assert set(body) == {"count", "runtime", "status"} and body["count"] == 0
 
 
-async def test_rs_list_sentinels_and_types(emulator) -> None:
-    body = await get_json(emulator.base_url, "jsoc_info", op="rs_list", R="1",
+async def test_rs_list_sentinels_and_types(emu) -> None:
+    body = await get_json(emu.base_url, "jsoc_info", op="rs_list", R="1",
                           ds=f"hmi.V_45s[{V45_START}/90s]", key="QUALITY,NOSUCHKEY,*sunum*",
                           seg="Dopplergram,nosuchseg", link="NOSUCHLINK")
     assert body["status"] == 0 and body["count"] == 2
@@ -133,8 +135,8 @@ async def test_rs_list_sentinels_and_types(emulator) -> None:
     assert body["recinfo"][0] == {"name": f"hmi.V_45s[{V45_START}][2]", "online": 1}
 
 
-async def test_series_struct_field_set(emulator) -> None:
-    body = await get_json(emulator.base_url, "jsoc_info", op="series_struct", ds="hmi.M_45s")
+async def test_series_struct_field_set(emu) -> None:
+    body = await get_json(emu.base_url, "jsoc_info", op="series_struct", ds="hmi.M_45s")
     assert set(body) == {"note", "retention", "stagingretention", "unitsize", "archive",
                          "tapegroup", "primekeys", "primekeysinfo", "dbindex", "keywords",
                          "segments", "links", "Interval", "runtime", "status"}
@@ -144,36 +146,36 @@ async def test_series_struct_field_set(emulator) -> None:
     assert body["Interval"]["FirstRecnum"] <= body["Interval"]["LastRecnum"]
 
 
-async def test_jsoc_info_errors(emulator) -> None:
-    unknown = await get_json(emulator.base_url, "jsoc_info", op="rs_list", ds="x.y", key="A")
+async def test_jsoc_info_errors(emu) -> None:
+    unknown = await get_json(emu.base_url, "jsoc_info", op="rs_list", ds="x.y", key="A")
     assert unknown["status"] == 1 and "x.y" in unknown["error"]
-    bad_op = await get_json(emulator.base_url, "jsoc_info", op="nope", ds="hmi.M_45s")
+    bad_op = await get_json(emu.base_url, "jsoc_info", op="nope", ds="hmi.M_45s")
     assert bad_op["status"] == 1 and "series_struct" in bad_op["error"]
-    no_list = await get_json(emulator.base_url, "jsoc_info", op="rs_list", ds="hmi.M_45s")
+    no_list = await get_json(emu.base_url, "jsoc_info", op="rs_list", ds="hmi.M_45s")
     assert no_list["status"] == 1 and "key, seg or link" in no_list["error"]
 
 
-async def test_rs_summary_counts_and_caps(emulator) -> None:
+async def test_rs_summary_counts_and_caps(emu) -> None:
     ds = f"hmi.M_45s[{V45_START}-2013.07.03_09:12:00_TAI]{{magnetogram}}"
-    body = await get_json(emulator.base_url, "jsoc_info", op="rs_summary", ds=ds)
+    body = await get_json(emu.base_url, "jsoc_info", op="rs_summary", ds=ds)
     assert body["count"] == 30 * 60 // 45 + 1  # a-b includes both end slots
-    capped = await get_json(emulator.base_url, "jsoc_info", op="rs_summary", ds=ds, n="-7")
+    capped = await get_json(emu.base_url, "jsoc_info", op="rs_summary", ds=ds, n="-7")
     assert capped["count"] == 7
 
 
-async def test_show_series_not_filter_and_bad_regex(emulator) -> None:
-    body = await get_json(emulator.base_url, "show_series", filter="NOT hmi")
+async def test_show_series_not_filter_and_bad_regex(emu) -> None:
+    body = await get_json(emu.base_url, "show_series", filter="NOT hmi")
     assert [n["name"] for n in body["names"]] == [n for n in CATALOG.names()
                                                   if not re.search("hmi", n, re.I)]
     assert body["n"] == len(body["names"])
-    bad = await get_json(emulator.base_url, "show_series", filter="(")
+    bad = await get_json(emu.base_url, "show_series", filter="(")
     assert bad["status"] == 1 and "errmsg" in bad
-    ext = await get_json(emulator.base_url, "showextseries", filter="hmi")
+    ext = await get_json(emu.base_url, "showextseries", filter="hmi")
     assert ext["seriesList"] == [] and "dbhost" in ext["errMsg"]
 
 
-async def test_check_address_statuses_and_double_encoding(emulator) -> None:
-    base = emulator.base_url
+async def test_check_address_statuses_and_double_encoding(emu) -> None:
+    base = emu.base_url
     registered = await get_json(base, "checkAddress.sh", address=quote_plus(EMAIL), checkonly="1")
     assert registered["status"] == 2
     plain = await get_json(base, "checkAddress.sh", address=EMAIL, checkonly="1")
@@ -188,8 +190,8 @@ async def test_check_address_statuses_and_double_encoding(emulator) -> None:
             "status"] == -2
 
 
-async def test_cgis_accept_post(emulator) -> None:
+async def test_cgis_accept_post(emu) -> None:
     async with aiohttp.ClientSession() as session, session.post(
-            emulator.base_url + "cgi-bin/ajax/jsoc_info",
+            emu.base_url + "cgi-bin/ajax/jsoc_info",
             data={"op": "rs_summary", "ds": f"hmi.V_45s[{V45_START}/3m]"}) as resp:
         assert (await resp.json())["count"] == 180 // 45

@@ -16,9 +16,7 @@ import pytest
 
 from jsocsim.config import JSOC_STAGING
 from jsocsim.server import Emulator, run_emulator
-from tests.emulator.conftest import EMAIL, OTHER
-from tests.emulator.test_export_limits import m45
-from tests.emulator.test_file_serving import segment_paths
+from tests.emulator.helpers import EMAIL, OTHER, m45, segment_paths
 
 LATENCY = 0.15
 SLACK = 5.0  # generous upper bound on a loaded machine

@@ -13,6 +13,9 @@ from sunpy.coordinates import sun
 from jsocsim import ephemeris
 from jsocsim.orbit import GEO_RADIUS_M, L1_DISTANCE_M
 from jsocsim.timeslots import parse_time
+from tests.emulator.helpers import DEFAULT_OPTIONS
+
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 
 START, END = parse_time("2010.05.01_TAI"), parse_time("2025.12.31_TAI")
 
@@ -38,6 +41,7 @@ def span() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return tai, sunpy_view(tai)
 
 
+@pytest.mark.unit
 def test_geocentric_part_is_sunpys(span: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
     tai, ref = span
     earth = ephemeris.observer_keywords(tai, "earth")
@@ -46,6 +50,7 @@ def test_geocentric_part_is_sunpys(span: tuple[np.ndarray, dict[str, np.ndarray]
     assert np.abs(earth["DSUN_OBS"] - ref["D"]).max() < 1_000.0  # metres
 
 
+@pytest.mark.unit
 def test_sdo_stays_within_the_orbital_bound_of_sunpys_earth_view(
         span: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
     tai, ref = span
@@ -87,6 +92,7 @@ def test_drms_online_test_value(drms_client: drms.Client) -> None:
     assert (np.abs(geocentric - 3.14159) > 0.009).all()
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("t_obs", "dsun", "obs_vr", "crlt"), [
     # two published AIA 171 A lev1 headers (T_OBS, DSUN_OBS, OBS_VR, CRLT_OBS)
     ("2011-05-25T09:07:01.34Z", 1.5153469e11, -1256.5236, -1.4993120),
@@ -110,6 +116,7 @@ def test_mdi_sees_the_sun_from_l1(drms_client: drms.Client) -> None:
     assert np.abs(keys.OBS_VR).max() < 100.0  # Earth's own radial speed in July: ~ 0
 
 
+@pytest.mark.unit
 def test_bad_observer_is_refused() -> None:
     with pytest.raises(ValueError, match="observer 'moon'"):
         ephemeris.observer_keywords(START, "moon")

@@ -9,6 +9,8 @@ from jsocsim.query import QueryError, parse_recordset, single_series
 from jsocsim.query_where import BoolOp, Compare, ImageExists, Literal, Ref
 from jsocsim.timeslots import parse_duration, parse_time
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:

@@ -11,6 +11,8 @@ from jsocsim.query import QueryError, parse_recordset
 from jsocsim.records import RecordEngine, RecordsConfig
 from jsocsim.timeslots import format_time, parse_time
 
+pytestmark = pytest.mark.unit
+
 NOW = parse_time("2025.01.01_00:00:00_TAI")
 
 

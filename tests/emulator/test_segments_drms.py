@@ -13,27 +13,20 @@ import io
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import drms
 import pytest
 
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL, ThreadedEmulator, server_config
+from tests.emulator.helpers import EMAIL
+from tests.emulators import server_config
+
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05)
 
 SHT = "hmi.v_sht_2drls[2024.09.19_00:00:00_TAI]{split,rot,err}"
 SHT_NAMES = ("splittings.out", "rot.2d", "err.2d")
 FLOWS = "hmi.rdvflows_fd15_frame[2150][360]{Ux,Uy}"
-
-
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[Emulator]:
-    runner = ThreadedEmulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=0.05)
-    try:
-        yield runner.start()
-    finally:
-        runner.stop()
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ from sunpy.net import Fido, jsoc
 from sunpy.net import attrs as a
 
 from jsocsim.server import Emulator
-from tests.emulator.conftest import EMAIL
+from tests.emulator.helpers import DEFAULT_OPTIONS, EMAIL
 
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 TIME = a.Time("2014-01-01T00:00:00", "2014-01-01T00:02:00")
 SERIES = a.jsoc.Series("hmi.M_45s")
 

@@ -10,7 +10,9 @@ from sunpy.net import jsoc
 
 from jsocsim.catalog import Catalog
 from jsocsim.timeslots import parse_time, slot_index
+from tests.emulator.helpers import DEFAULT_OPTIONS
 
+pytestmark = pytest.mark.emulator(**DEFAULT_OPTIONS)
 CATALOG = Catalog.load()
 START, END = "2014-01-01T00:00:00", "2014-01-01T00:10:00"
 

@@ -19,6 +19,8 @@ from jsocsim.timeslots import (
     slot_time,
 )
 
+pytestmark = pytest.mark.unit
+
 HMI_EPOCH = parse_time("1993.01.01_00:00:00_TAI")
 
 

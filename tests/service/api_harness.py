@@ -12,6 +12,7 @@ import aiohttp
 
 from jsocsim import run_emulator
 from service.api.app import running_api
+from service.api.problems import PROBLEM_CONTENT_TYPE
 from service.db.repo import Repo
 from service.settings import Settings
 
@@ -65,3 +66,14 @@ async def served_api(db_url: str, tmp_path: Path, *, jsoc_url: str | None = None
                 yield Api(base_url, http, repo, config, emu.base_url)
         finally:
             await repo.close()
+
+
+def assert_problem(reply: Reply, status: int, *needles: str) -> None:
+    """An RFC 9457 problem document with the given status whose detail names each needle."""
+    assert reply.status == status, reply.body
+    assert reply.content_type == PROBLEM_CONTENT_TYPE
+    doc = reply.body
+    assert {"type", "title", "status", "detail", "errors"} <= set(doc)
+    assert doc["status"] == status
+    for needle in needles:
+        assert needle in doc["detail"], (needle, doc["detail"])

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import logging
-import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from service.api.problems import PROBLEM_CONTENT_TYPE
 from service.api.rates import RateTracker, eta_seconds
 from service.db.models import CHUNK_STATES, FILE_STATES, JOB_STATES
 from service.jsoc.client import JsocClient
-from tests.service.api_harness import EMAIL, SPEC, Api, Reply, served_api
-from tests.service.conftest import job_with_chunks, ready_export
-
-HOST = "127.0.0.1:9"  # the host file_specs() puts in file URLs
-
-
-@pytest.fixture
-async def api(db_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    async with served_api(db_url, tmp_path) as served:
-        yield served
-
-
-def assert_problem(reply: Reply, status: int, *needles: str) -> None:
-    """An RFC 9457 problem document with the given status whose detail names each needle."""
-    assert reply.status == status, reply.body
-    assert reply.content_type == PROBLEM_CONTENT_TYPE
-    doc = reply.body
-    assert {"type", "title", "status", "detail", "errors"} <= set(doc)
-    assert doc["status"] == status
-    for needle in needles:
-        assert needle in doc["detail"], (needle, doc["detail"])
+from tests.e2e.procs import free_port
+from tests.service.api_harness import EMAIL, SPEC, Api, assert_problem, served_api
+from tests.service.rows import FILE_HOST, job_with_chunks, ready_export
 
 
 async def test_submit_returns_202_with_location_and_job(api: Api) -> None:
@@ -85,7 +64,7 @@ async def test_list_jobs_filters_by_state_and_pages(api: Api) -> None:
 async def test_job_detail_counts_bytes_rate_eta_and_errors(api: Api) -> None:
     job_id = await job_with_chunks(api.repo, 2)
     await ready_export(api.repo, job_id, ["a", "b", "c"], size=100)
-    claims = await api.repo.claim_files_to_download("w1", HOST, max_per_host=2, limit=2)
+    claims = await api.repo.claim_files_to_download("w1", FILE_HOST, max_per_host=2, limit=2)
     assert await api.repo.update_file_progress(claims[0].file_id, 40, claims[0].lease_token)
     assert await api.repo.fail_file(claims[1].file_id, "HTTP 404 from server",
                                     lease_token=claims[1].lease_token)
@@ -112,7 +91,7 @@ async def test_files_listing_filters_and_pages(api: Api) -> None:
     job_id = await job_with_chunks(api.repo, 1)
     names = ["a", "b", "c", "d", "e"]
     await ready_export(api.repo, job_id, names)
-    claim = (await api.repo.claim_files_to_download("w1", HOST))[0]
+    claim = (await api.repo.claim_files_to_download("w1", FILE_HOST))[0]
     listed, offset = [], 0
     while offset is not None:
         page = (await api.call("GET", f"jobs/{job_id}/files",
@@ -144,7 +123,7 @@ async def test_cancel_pause_resume_and_invalid_changes(api: Api) -> None:
 async def test_retry_puts_failed_files_back(api: Api) -> None:
     job_id = await job_with_chunks(api.repo, 1)
     await ready_export(api.repo, job_id, ["a"])
-    claim = (await api.repo.claim_files_to_download("w1", HOST))[0]
+    claim = (await api.repo.claim_files_to_download("w1", FILE_HOST))[0]
     await api.repo.fail_file(claim.file_id, "boom", lease_token=claim.lease_token)
     assert (await api.call("GET", f"jobs/{job_id}")).body["state"] == "failed"
     retried = await api.call("POST", f"jobs/{job_id}/retry")
@@ -155,7 +134,7 @@ async def test_retry_puts_failed_files_back(api: Api) -> None:
 
 async def _finish_all(api: Api, job_id: str, root: Path) -> None:
     """Download stand-in: write each claimed file under ``root`` and mark it done."""
-    for claim in await api.repo.claim_files_to_download("w1", HOST, max_per_host=9, limit=9):
+    for claim in await api.repo.claim_files_to_download("w1", FILE_HOST, max_per_host=9, limit=9):
         dest = root / claim.dest_path
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(b"x" * 100)
@@ -274,14 +253,8 @@ async def test_specs_checked_against_series_metadata(api: Api) -> None:
     assert await api.repo.list_jobs() == []
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_jsoc_down_is_503_and_no_email_is_422(db_url: str, tmp_path: Path) -> None:
-    down = f"http://127.0.0.1:{_closed_port()}/"
+    down = f"http://127.0.0.1:{free_port()}/"
     async with served_api(db_url, tmp_path, jsoc_url=down) as api:
         reply = await api.submit()
         assert_problem(reply, 503, "hmi.M_720s", "try again later")
@@ -293,6 +266,7 @@ async def test_jsoc_down_is_503_and_no_email_is_422(db_url: str, tmp_path: Path)
         assert with_notify.body["notify_email"] == "b@example.org"
 
 
+@pytest.mark.unit
 def test_rate_tracker_windows_and_eta() -> None:
     now = [100.0]
     tracker = RateTracker(clock=lambda: now[0], window=10.0)

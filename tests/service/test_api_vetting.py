@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.jsoc.lookups import REGISTER_URL, verdict_for
-from tests.service.api_harness import EMAIL, PENDING_EMAIL, SPEC, Api, served_api
-from tests.service.test_api import assert_problem
+from tests.service.api_harness import EMAIL, PENDING_EMAIL, SPEC, Api, assert_problem, served_api
 
 AIA = {"series": "aia.lev1_euv_12s", "start": "2014-01-01T00:00:00Z",
        "end": "2014-01-01T00:01:00Z", "wavelengths": [171, 193], "segments": ["image"]}
@@ -96,6 +95,7 @@ async def test_a_job_shows_the_record_set_it_resolved_to(api: Api) -> None:
         "hmi.M_720s[2014.01.01_TAI/1h]"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("status", "outcome", "needle"), [
     (2, "ok", ""), (4, "refused", REGISTER_URL), (3, "refused", "confirmation mail"),
     (-2, "refused", "not a valid email address"), (-5, "unknown", "status -5"),

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from service.db.models import EXPORT_PENDING, Export, File
 from service.db.repo import Repo
-from tests.service.conftest import Clock, job_with_chunks, ready_export
+from tests.service.rows import Clock, job_with_chunks, ready_export
 
 HOST = "127.0.0.1:9"
 

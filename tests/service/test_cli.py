@@ -9,10 +9,8 @@ import io
 import json
 import os
 import shutil
-import sys
 import typing
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -24,10 +22,9 @@ from service.cli_options import SPEC_FLAGS, spec_from_args
 from service.cli_progress import follow_job, status_line
 from service.jobspec import JobSpec
 from service.settings import Settings
+from tests.e2e.procs import free_port
 from tests.service.api_harness import SPEC, Api, served_api
-from tests.service.test_api import _closed_port
-
-JSOC_BULK = str(Path(sys.executable).parent / "jsoc-bulk")
+from tests.service.cli_harness import JSOC_BULK, assert_one_line_error, jsoc_bulk
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -37,6 +34,7 @@ def parse(*argv: str) -> argparse.Namespace:
 # --- in-process: parsing and settings ----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_settings_precedence_flag_over_env_over_default(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:
     for name in list(os.environ):
@@ -62,6 +60,7 @@ def test_settings_precedence_flag_over_env_over_default(monkeypatch: pytest.Monk
         cli.settings_from_args(parse("jobs", "--port", "70000"))
 
 
+@pytest.mark.unit
 def test_every_setting_and_spec_field_has_a_flag() -> None:
     assert set(SPEC_FLAGS) == set(JobSpec.model_fields)
     args = parse("serve", *[arg for name in Settings.model_fields
@@ -81,6 +80,7 @@ def _sample(name: str) -> str | None:
     return str(choices[-1]) if choices else "1"
 
 
+@pytest.mark.unit
 def test_spec_from_file_and_flags(tmp_path: Path) -> None:
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({**SPEC, "prime_keys": {"CAMERA": 1}, "priority": 1}))
@@ -102,6 +102,7 @@ def test_spec_from_file_and_flags(tmp_path: Path) -> None:
         spec_from_args(parse("submit", str(path)))
 
 
+@pytest.mark.unit
 def test_progress_plain_lines_and_terminal_bars() -> None:
     states = iter(["queued", "running", "running", "succeeded"])
     jobs = [{"id": "j1", "state": s, "files": {"done": i, "pending": 3 - i},
@@ -122,42 +123,12 @@ def test_progress_plain_lines_and_terminal_bars() -> None:
 # --- real subprocesses against a served API -------------------------------------------------
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
 @pytest.fixture
 async def served(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Api]:
     db = tmp_path / "cli.db"
     shutil.copyfile(sqlite_template, db)
     async with served_api(f"sqlite+aiosqlite:///{db}", tmp_path, token="tok-123") as api:
         yield api
-
-
-async def jsoc_bulk(api: Api | str, *args: str, token: str | None = "tok-123") -> Run:
-    """Run the console script against ``api`` (or a URL); settings only from flags and
-    JSOC_BULK_TOKEN."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JSOC_BULK_")}
-    if token:
-        env["JSOC_BULK_TOKEN"] = token
-    proc = await asyncio.create_subprocess_exec(
-        JSOC_BULK, "--api-url", api if isinstance(api, str) else api.base_url, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
-
-
-def assert_one_line_error(run: Run, *needles: str) -> None:
-    assert run.code == cli.EXIT_ERROR, run
-    lines = run.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("jsoc-bulk: error: "), run.err
-    assert "Traceback" not in run.err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 async def test_submit_jobs_status_cancel_watch_as_subprocesses(served: Api,
@@ -189,7 +160,7 @@ async def test_submit_jobs_status_cancel_watch_as_subprocesses(served: Api,
 
 
 async def test_errors_are_one_line_with_nonzero_exit(served: Api) -> None:
-    nobody = f"http://127.0.0.1:{_closed_port()}/"
+    nobody = f"http://127.0.0.1:{free_port()}/"
     bad_segment, no_token, wrong_token, bad_state, unreachable = await asyncio.gather(
         jsoc_bulk(served, "submit", "--series", SPEC["series"], "--start", SPEC["start"],
                   "--end", SPEC["end"], "--segments", "bogus"),
@@ -214,7 +185,7 @@ async def test_db_upgrade_then_serve_api_only_until_sigterm(tmp_path: Path) -> N
     assert upgraded.code == 0, upgraded.err
     assert await current_revision_async(db_url) == head_revision()
 
-    port = _closed_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JSOC_BULK_")}
     proc = await asyncio.create_subprocess_exec(
         JSOC_BULK, "serve", "--api-only", "--port", str(port), "--database-url", db_url,

@@ -14,6 +14,8 @@ from service import cli
 from service.config_file import example_toml
 from service.settings import CONFIG_ENV, Settings, SettingsError, default_text, load_settings
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

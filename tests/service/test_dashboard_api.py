@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.db.models import EXPORT_STATES, LOCAL_HOST
-from tests.service.api_harness import EMAIL, Api, served_api
-from tests.service.conftest import job_with_chunks, ready_export
-from tests.service.test_api import HOST, api, assert_problem
+import pytest
 
-__all__ = ["api"]  # the fixture, imported for these tests
+from service.db.models import EXPORT_STATES, LOCAL_HOST
+from tests.service.api_harness import EMAIL, Api, assert_problem, served_api
+from tests.service.rows import FILE_HOST, job_with_chunks, ready_export
+
 ASSETS = Path(__file__).parents[2] / "service" / "dashboard"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
@@ -19,7 +19,7 @@ SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 async def test_exports_list_request_ids_states_and_chunk_progress(api: Api) -> None:
     job_id = await job_with_chunks(api.repo, 2)
     export_id, chunk_id = await ready_export(api.repo, job_id, ["a", "b", "c"], size=100)
-    done, failed = await api.repo.claim_files_to_download("w1", HOST, max_per_host=2, limit=2)
+    done, failed = await api.repo.claim_files_to_download("w1", FILE_HOST, max_per_host=2, limit=2)
     assert await api.repo.finish_file(done.file_id, sha256="0" * 64, size=100,
                                       lease_token=done.lease_token)
     assert await api.repo.fail_file(failed.file_id, "HTTP 404", lease_token=failed.lease_token)
@@ -55,21 +55,21 @@ async def test_exports_bad_input_gets_problem_documents(api: Api) -> None:
 async def test_politeness_counts_pending_exports_and_connections(db_url: str,
                                                                  tmp_path: Path) -> None:
     async with served_api(db_url, tmp_path, max_pending_exports_per_email=2,
-                          host_connection_limits={HOST: 3}) as api:
+                          host_connection_limits={FILE_HOST: 3}) as api:
         empty = (await api.call("GET", "politeness")).body
         assert empty == {"emails": [], "hosts": []}
         job_id = await job_with_chunks(api.repo, 3)
         await ready_export(api.repo, job_id, ["a", "b", "c", "d"])  # ready: not pending
         assert await api.repo.claim_chunk_to_export("w1", max_pending_per_email=2)
-        await api.repo.claim_files_to_download("w1", HOST, max_per_host=3, limit=2)
-        lane = await api.repo.claim_file_batch("w2", HOST, lane="w2/lane", max_per_host=3,
+        await api.repo.claim_files_to_download("w1", FILE_HOST, max_per_host=3, limit=2)
+        lane = await api.repo.claim_file_batch("w2", FILE_HOST, lane="w2/lane", max_per_host=3,
                                                max_files=2)
         assert len(lane) == 2  # one connection holding two files
 
         body = (await api.call("GET", "politeness")).body
     assert body["emails"] == [{"email": EMAIL, "pending_exports": 1, "limit": 2}]
     hosts = {h["host"]: h for h in body["hosts"]}
-    assert hosts[HOST] == {"host": HOST, "active_connections": 3, "limit": 3}
+    assert hosts[FILE_HOST] == {"host": FILE_HOST, "active_connections": 3, "limit": 3}
     assert hosts[LOCAL_HOST]["active_connections"] == 0
     assert hosts[LOCAL_HOST]["limit"] == api.settings.global_download_limit
 
@@ -105,6 +105,7 @@ async def test_page_and_assets_are_public_and_the_api_is_not(db_url: str,
             assert resp.status == 401  # only reading the page is public
 
 
+@pytest.mark.unit
 def test_assets_load_nothing_from_elsewhere() -> None:
     """No CDN, no external font or script: every URL in the assets is the page's own."""
     for path in ASSETS.iterdir():

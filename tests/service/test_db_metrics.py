@@ -8,7 +8,7 @@ from service.db.repo_files import FileOutcome
 from service.ops.db_metrics import database_families
 from service.settings import Settings
 from service.timeutil import format_tai, parse_time
-from tests.service.conftest import job_with_chunks, ready_export
+from tests.service.rows import job_with_chunks, ready_export
 
 HOST = "127.0.0.1:9"
 

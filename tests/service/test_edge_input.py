@@ -5,7 +5,6 @@ database itself away — each a clear 4xx or 503 problem, never a 500, and nothi
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ from service.api.handlers import API_PREFIX, ENDPOINTS
 from service.api.openapi import build_openapi
 from service.db.repo import Repo
 from service.settings import Settings
-from tests.service.api_harness import EMAIL, SPEC, Api, served_api
-from tests.service.conftest import serving
-from tests.service.test_api import assert_problem
+from tests.e2e.procs import free_port
+from tests.service.api_harness import EMAIL, SPEC, Api, assert_problem, served_api
+from tests.service.cli_harness import assert_one_line_error, jsoc_bulk
+from tests.service.stub_server import serving
 
 JSON = {"Content-Type": "application/json"}
 EMPTY_LISTING = {"items": [], "limit": 50, "offset": 0, "next_offset": None}
@@ -118,16 +118,10 @@ async def test_what_would_fail_later_is_refused_at_submit(db_url: str, tmp_path:
         assert len(await api.repo.list_jobs()) == 1
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def unreachable_url(db_url: str, tmp_path: Path) -> str:
     """The same backend, but nothing answers: a closed port, or a directory that is gone."""
     if db_url.startswith("postgresql"):
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/gone"
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/gone"
     return f"sqlite+aiosqlite:///{tmp_path}/no-such-dir/jsoc-bulk.db"
 
 
@@ -156,6 +150,7 @@ async def test_database_down_is_503_on_every_endpoint(db_url: str, tmp_path: Pat
         await repo.close()
 
 
+@pytest.mark.unit
 def test_openapi_says_what_a_body_and_the_idempotency_key_need() -> None:
     doc = build_openapi(ENDPOINTS, API_PREFIX, auth=False)
     submit = doc["paths"]["/api/v1/jobs"]["post"]
@@ -194,9 +189,7 @@ async def test_malformed_series_struct_at_submit_is_503(db_url: str, tmp_path: P
 async def test_cli_refuses_unstorable_text_before_sending(tmp_path: Path) -> None:
     """A spec file with NUL or Infinity, or an argument that is not UTF-8: one clear line from
     the CLI itself (it never reaches the server: nothing listens at the URL)."""
-    from tests.service.test_cli import assert_one_line_error, jsoc_bulk
-
-    nobody = f"http://127.0.0.1:{_closed_port()}/"
+    nobody = f"http://127.0.0.1:{free_port()}/"
     spec_file = tmp_path / "job.json"
     spec_file.write_text('{"series": "hmi.M_720s", "start": "2014-01-01", "end": "2014-01-02",'
                          ' "where": ["QUALITY = \\u0000"], "wavelengths": [Infinity]}')

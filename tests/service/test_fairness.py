@@ -13,7 +13,7 @@ from jsocsim import run_emulator
 from service.api.schemas import mirror_status
 from service.db.repo import Repo
 from service.timeutil import format_tai, parse_time
-from tests.service.test_worker import EMAIL, Running, final_state, make_settings, wait_for
+from tests.service.jobs_harness import EMAIL, Running, final_state, make_settings, wait_for
 
 SERIES, STEP = "hmi.M_45s", 45.0
 MIRROR = {"series": SERIES, "start": "2014.01.01_00:00:00_TAI", "follow": True,

@@ -24,7 +24,7 @@ from service.download import (
     part_path,
 )
 from service.download.fetch import READ_BUFSIZE
-from tests.service.conftest import serving
+from tests.service.stub_server import serving
 
 MiB = 1 << 20
 # aiohttp drops the bytes it buffered but had not handed over when a connection breaks; its

@@ -9,6 +9,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from jsocsim import run_emulator
 from jsocsim.records import RecordsConfig
 from service.api.schemas import MirrorStatus, mirror_status
@@ -21,8 +23,8 @@ from service.timeutil import format_tai, parse_time
 from service.validation import parse_job_spec
 from tests.service.api_harness import EMAIL as API_EMAIL
 from tests.service.api_harness import served_api
-from tests.service.test_validation import aia_meta, sharp_meta
-from tests.service.test_worker import EMAIL, Running, describe, make_settings, wait_for
+from tests.service.jobs_harness import EMAIL, Running, describe, make_settings, wait_for
+from tests.service.series_meta import aia_meta, sharp_meta
 
 START = "2014.01.01_00:00:00_TAI"
 STEP_45S = 45
@@ -84,6 +86,7 @@ async def each_record_exported_once(repo: Repo, job_id: str) -> None:
     assert ready and sum(ready.values()) == len(files)
 
 
+@pytest.mark.unit
 def test_late_record_chunks_name_each_slot_once_within_the_limits() -> None:
     spec = parse_job_spec({"series": "aia.lev1_euv_12s", "start": START, "follow": True,
                            "wavelengths": [171, 193], "segments": ["image"]})

@@ -7,34 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jsocsim import run_emulator
 from service.db.repo import Repo
 from service.jsoc.client import ExportReply
 from service.jsoc.status import JsocMalformedReply
 from service.stages.context import open_context
 from service.stages.plan import _handle
 from tests.service.chaos.hostile import HostileJsoc
-from tests.service.conftest import job_with_chunks, ready_export
-from tests.service.test_worker import (
+from tests.service.jobs_harness import (
     EMAIL,
     check_files_match_manifest,
     finish_with_worker,
     job_spec,
     make_settings,
 )
+from tests.service.rows import job_with_chunks, ready_export
 
-
-@pytest.fixture
-async def emu(tmp_path: Path) -> AsyncIterator[Any]:
-    async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=0.05,
-                            file_size=4000) as emulator:
-        yield emulator
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05, file_size=4000)
 
 
 async def events(repo: Repo, job_id: str) -> list[tuple[str, str]]:
@@ -101,6 +94,7 @@ async def test_a_bad_file_name_fails_only_its_file(emu: Any, repo: Repo, db_url:
     assert [k for k, _ in await events(repo, job.id)].count("file_failed") == 2
 
 
+@pytest.mark.unit
 def test_malformed_export_replies_raise_and_are_transient() -> None:
     for payload in ({"status": 0, "data": "notalist", "count": "abc"},
                     {"status": 0},  # done, but no file list

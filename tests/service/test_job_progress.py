@@ -3,27 +3,20 @@ range (also the part not planned yet), the download directory, absolute file pat
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from service.api.rates import estimated_files, estimated_total
 from service.cli_progress import status_line
 from service.db.models import Job
 from service.db.repo import JobSummary
-from tests.service.api_harness import Api, served_api
-from tests.service.conftest import job_with_chunks, ready_export
+from tests.service.api_harness import Api
+from tests.service.rows import job_with_chunks, ready_export
 
 SPEC = {"series": "hmi.M_720s", "start": "2014.01.01_00:00:00_TAI",
         "end": "2014.01.01_04:00:00_TAI"}
 
 
-@pytest.fixture
-async def api(db_url: str, tmp_path: Path):
-    async with served_api(db_url, tmp_path) as served:
-        yield served
-
-
+@pytest.mark.unit
 def test_the_total_covers_the_range_not_planned_yet() -> None:
     # a quarter of the range is planned (chunks are planned a few at a time)
     job = Job(id="j", spec=SPEC, state="running", plan_done=False,
@@ -36,6 +29,7 @@ def test_the_total_covers_the_range_not_planned_yet() -> None:
     assert estimated_total(listed) == 500 + 1500
 
 
+@pytest.mark.unit
 def test_the_total_does_not_jump_when_the_last_chunks_are_listed() -> None:
     # the planner guessed 1000 bytes per chunk; JSOC listed the first chunk at 100
     job = Job(id="j", spec=SPEC, state="running", plan_done=True, planned_until="end")
@@ -47,6 +41,7 @@ def test_the_total_does_not_jump_when_the_last_chunks_are_listed() -> None:
     assert estimated_total(one_listed) == estimated_total(all_listed) == 400
 
 
+@pytest.mark.unit
 def test_the_file_total_is_estimated_for_the_whole_job_while_chunks_are_unlisted() -> None:
     job = Job(id="j", spec=SPEC, state="running", plan_done=False,
               planned_until="2014.01.01_01:00:00_TAI")
@@ -60,6 +55,7 @@ def test_the_file_total_is_estimated_for_the_whole_job_while_chunks_are_unlisted
     assert estimated_files(JobSummary(job=job, est_bytes=100), 100) is None  # nothing listed
 
 
+@pytest.mark.unit
 def test_the_status_line_names_exports_being_staged() -> None:
     job = {"id": "J", "state": "running", "files": {}, "chunks": {"planned": 2},
            "active_exports": [

@@ -20,6 +20,8 @@ from service.timeutil import (
 )
 from service.validation import parse_job_spec
 
+pytestmark = pytest.mark.unit
+
 iers.conf.auto_download = False  # astropy is the oracle here; it must never reach the network
 
 BASE = {"series": "hmi.M_720s", "start": "2014.01.01_00:00:00_TAI",

@@ -35,12 +35,8 @@ RS_3M = "hmi.M_45s[2014.01.01_00:00_TAI/3m]"
 STEP = 45.0  # hmi.M_45s cadence (docs/jsoc-protocol.md §9.1): /3m holds floor(180 / 45) records
 EXPECTED_3M = int(180 // STEP)
 
-
-@pytest.fixture
-async def emu(tmp_path: Path) -> AsyncIterator[Any]:
-    async with run_emulator(tmp_path / "jsoc", emails=[EMAIL, "x+y@b.org"],
-                            staging_delay=0.1, max_export_mb=10_000) as emulator:
-        yield emulator
+pytestmark = pytest.mark.emulator(emails=[EMAIL, "x+y@b.org"], staging_delay=0.1,
+                                  max_export_mb=10_000)
 
 
 @pytest.fixture
@@ -243,6 +239,7 @@ async def test_garbled_and_throttled_replies(capture: Any) -> None:
     assert gone.value.kind is StatusKind.PERMANENT and not gone.value.retryable
 
 
+@pytest.mark.unit
 def test_status_classification_and_pending_ids() -> None:
     table = {0: "done", 1: "pending", 2: "pending", 3: "too_large", 4: "permanent",
              5: "expired", 6: "transient", 7: "transient", 25: "permanent", 99: "permanent"}
@@ -254,6 +251,7 @@ def test_status_classification_and_pending_ids() -> None:
     assert pending_request_ids(None) == []
 
 
+@pytest.mark.unit
 def test_tar_and_quick_item_building() -> None:
     def url(path: str) -> str:
         return "http://h/" + path.lstrip("/")

@@ -20,8 +20,7 @@ from service.stages import plan_tick, poll_tick, submit_tick
 from service.stages.context import open_context
 from service.stages.download import download_file
 from service.stages.transfer import _link_verified
-from tests.service.conftest import Clock, job_with_chunks, ready_export
-from tests.service.test_worker import (
+from tests.service.jobs_harness import (
     EMAIL,
     check_files_match_manifest,
     job_spec,
@@ -29,6 +28,7 @@ from tests.service.test_worker import (
     url_path,
     wait_for,
 )
+from tests.service.rows import Clock, job_with_chunks, ready_export
 
 HOST = "127.0.0.1:9"
 
@@ -176,6 +176,7 @@ async def _until_files_listed(ctx: Any, repo: Repo) -> None:
     await wait_for(listed, 10, "the export's files to be listed")
 
 
+@pytest.mark.unit
 def test_a_stored_copy_is_checked_as_fits_before_it_is_linked(tmp_path: Path) -> None:
     """The link is made under a .part name; it is still judged as the .fits it will become."""
     stored = tmp_path / "stored.fits"

@@ -24,6 +24,7 @@ from service.download.limits import (
 )
 
 
+@pytest.mark.unit
 def test_full_jitter_stays_within_bounds_and_spreads() -> None:
     rng = random.Random(42)
     base, cap = 0.5, 20.0
@@ -38,6 +39,7 @@ def test_full_jitter_stays_within_bounds_and_spreads() -> None:
         backoff_delay(1, -1.0, 5.0)
 
 
+@pytest.mark.unit
 def test_retry_delay_never_undercuts_the_server() -> None:
     rng = random.Random(1)
     assert all(retry_delay(0, retry_after=30.0, base=1.0, cap=4.0, rng=rng) == 30.0
@@ -45,6 +47,7 @@ def test_retry_delay_never_undercuts_the_server() -> None:
     assert all(0 <= retry_delay(3, base=1.0, cap=4.0, rng=rng) <= 4.0 for _ in range(50))
 
 
+@pytest.mark.unit
 def test_retry_after_parsing() -> None:
     now = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds({"Retry-After": "120"}) == 120.0
@@ -66,6 +69,7 @@ class FakeClock:
         return self.now
 
 
+@pytest.mark.unit
 def test_breaker_transitions() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=3, cooldown=60.0, clock=clock)
@@ -92,6 +96,7 @@ def test_breaker_transitions() -> None:
     assert breaker.state is BreakerState.CLOSED and breaker.allow() and breaker.allow()
 
 
+@pytest.mark.unit
 def test_breakers_are_per_host() -> None:
     clock = FakeClock()
     breakers = HostBreakers(failure_threshold=1, cooldown=10.0, clock=clock)
@@ -155,6 +160,7 @@ async def test_global_limit_caps_below_host_limit(
     assert counts["peak"] == 2 and limiter.limit_for(url) == 5
 
 
+@pytest.mark.unit
 def test_limiter_rejects_bad_limits() -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
         HostLimiter(global_limit=0)

@@ -14,6 +14,8 @@ import pytest
 from service.ops.logs import FIELDS, context_with, log_context, setup_logging
 from service.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 TOKEN = "log-test-token-9a8b7c"
 PASSWORD = "db-pass-4e5f6a"
 DB_URL = f"postgresql+asyncpg://jsoc:{PASSWORD}@db.example.org/jsoc"

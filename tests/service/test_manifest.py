@@ -17,11 +17,12 @@ from service.manifest import (
     repair_tail,
     t_rec_of,
 )
-from tests.service.conftest import job_with_chunks, ready_export
+from tests.service.rows import job_with_chunks, ready_export
 
 HOST = "127.0.0.1:9"
 
 
+@pytest.mark.unit
 def test_manifest_goes_where_the_template_stops_being_the_same_for_every_file() -> None:
     assert fixed_depth("{series}/{T_REC:%Y/%m/%d}/{filename}") == 1
     assert fixed_depth("{filename}") == 0
@@ -35,6 +36,7 @@ def test_manifest_goes_where_the_template_stops_being_the_same_for_every_file() 
         "2014.01.01_00:00:00_TAI"
 
 
+@pytest.mark.unit
 def test_a_torn_last_line_is_cut_and_skipped_but_a_bad_line_inside_is_an_error(
         tmp_path: Path) -> None:
     path = tmp_path / "m.jsonl"

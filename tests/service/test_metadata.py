@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 
+import pytest
+
 from jsocsim import run_emulator
 from service.jsoc.client import JsocClient
 from service.jsoc.metadata import PrimeKeyInfo, SeriesMeta
@@ -12,6 +14,7 @@ from service.jsoc.metadata import PrimeKeyInfo, SeriesMeta
 EMAIL = "meta@example.org"
 
 
+@pytest.mark.unit
 def test_filenamefmt_without_prime_keys_uses_recnum() -> None:
     meta = SeriesMeta(name="aia.Response", note="", primekeys=[], keywords=[], segments=[])
     assert meta.export_filenamefmt() == "aia.response.{recnum:%lld}.{segment}"

@@ -56,6 +56,7 @@ def refs(node: Any) -> Iterator[str]:
             yield from refs(value)
 
 
+@pytest.mark.unit
 def test_every_route_is_documented_and_every_documented_route_exists(
         app: web.Application, spec: dict[str, Any]) -> None:
     every_route = app_routes(app)
@@ -71,6 +72,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(
             assert documented == names, (path, documented)
 
 
+@pytest.mark.unit
 def test_jobspec_schema_is_the_models(spec: dict[str, Any]) -> None:
     model = JobSpec.model_json_schema(ref_template=REF_TEMPLATE, mode="validation")
     nested = model.pop("$defs", {})
@@ -84,6 +86,7 @@ def test_jobspec_schema_is_the_models(spec: dict[str, Any]) -> None:
     assert set(schemas["JobSpec"]["properties"]) == set(JobSpec.model_fields)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("path", "model"), [
     ("/jobs", JobListQuery), ("/jobs/{job_id}/files", FileListQuery),
     ("/jobs/{job_id}/exports", ExportListQuery),
@@ -94,11 +97,13 @@ def test_query_parameters_are_the_query_models(spec: dict[str, Any], path: str,
     assert {p["name"] for p in params if p["in"] == "query"} == set(model.model_fields)
 
 
+@pytest.mark.unit
 def test_delete_documents_delete_files(spec: dict[str, Any]) -> None:
     params = spec["paths"][f"{API_PREFIX}/jobs/{{job_id}}"]["delete"]["parameters"]
     assert {p["name"] for p in params if p["in"] == "query"} == set(DeleteQuery.model_fields)
 
 
+@pytest.mark.unit
 def test_every_ref_resolves_and_errors_are_problem_documents(spec: dict[str, Any]) -> None:
     components = spec["components"]["schemas"]
     for ref in refs(spec):

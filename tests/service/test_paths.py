@@ -14,6 +14,8 @@ from service.download.paths import (
     safe_join,
 )
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(("name", "reason"), [
     ("", "empty"),

@@ -29,11 +29,13 @@ from service.timeutil import (
     slot_time,
 )
 from service.validation import parse_job_spec
-from tests.service.test_validation import (
+from tests.service.series_meta import (
     HMI_EPOCH,
     aia_meta,
+    emulator_meta,
     hmi_meta,
     iris_meta,
+    jsoc_info,
     make_meta,
     sharp_meta,
     t_rec,
@@ -67,6 +69,7 @@ def whole_range(spec, epoch: float, step: float, round_: float | None = None) ->
 
 # --- slot rules -------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_protocol_counts_follow_from_the_rules() -> None:
     a = parse_time("2013.07.03_08:42_TAI")
     assert len(duration_range_slots(a, 180, HMI_E, 45)) == 4  # floor(180/45)
@@ -77,6 +80,7 @@ def test_protocol_counts_follow_from_the_rules() -> None:
     assert len(duration_range_slots(a, 10, HMI_E, 45)) == 1  # shorter than a step: one slot
 
 
+@pytest.mark.unit
 def test_nearest_slot_ties_up_and_ts_slot_round() -> None:
     slot = slot_index(parse_time("2014.01.01_00:00:45_TAI"), HMI_E, 45)
     assert slot_index(slot_time(slot, HMI_E, 45) + 22.4, HMI_E, 45) == slot
@@ -88,6 +92,7 @@ def test_nearest_slot_ties_up_and_ts_slot_round() -> None:
     assert slot_time(index, HMI_E, 45) == parse_time("2010.07.25_00:00:45_TAI")
 
 
+@pytest.mark.unit
 def test_cadence_keeps_every_kth_slot_from_the_start() -> None:
     a = parse_time("2014.01.01_00:00:00_TAI")
     slots = duration_range_slots(a, 3600, AIA_E, 12, cadence=60)
@@ -97,6 +102,7 @@ def test_cadence_keeps_every_kth_slot_from_the_start() -> None:
 
 # --- recordset building -----------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_recordset_examples() -> None:
     # sunpy's form (jsoc.py _make_recordset): start-end in TAI, both ends included
     assert build_recordset(job(segments=["magnetogram"]), hmi_meta()) == \
@@ -109,6 +115,7 @@ def test_recordset_examples() -> None:
         "[? EXPTIME > '1.5' ?]{image}"
 
 
+@pytest.mark.unit
 def test_prime_key_groups_follow_declared_order() -> None:
     sharp = job(series="hmi.sharp_720s", prime_keys={"harpnum": [4864, 4865]})
     assert build_recordset(sharp, sharp_meta()).startswith(
@@ -143,6 +150,7 @@ PLAN_CASES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("fields", "meta_factory", "epoch", "step", "kwargs"), PLAN_CASES)
 def test_chunks_cover_the_range_exactly_once(fields, meta_factory, epoch, step, kwargs) -> None:
     spec = job(**fields)
@@ -160,6 +168,7 @@ def test_chunks_cover_the_range_exactly_once(fields, meta_factory, epoch, step, 
     assert [c.seq for c in chunks] == list(range(len(chunks)))
 
 
+@pytest.mark.unit
 def test_chunk_sizes_follow_limits_and_multiplicity() -> None:
     aia = job(series="aia.lev1_euv_12s", wavelengths=[171, 193, 211])
     chunks = list(plan_chunks(aia, aia_meta(), max_records=300, bytes_per_record=1000,
@@ -175,6 +184,7 @@ def test_chunk_sizes_follow_limits_and_multiplicity() -> None:
     assert empty_sample[0].slot_count == 100  # falls back to the 3 wavelengths asked for
 
 
+@pytest.mark.unit
 def test_planning_is_deterministic_and_resumes() -> None:
     spec = job(end="2014.01.05_00:00:00_TAI")
     first = list(plan_chunks(spec, hmi_meta(), max_records=13))
@@ -183,6 +193,7 @@ def test_planning_is_deterministic_and_resumes() -> None:
     assert list(plan_chunks(spec, hmi_meta(), max_records=13, start_after=len(first))) == []
 
 
+@pytest.mark.unit
 def test_a_century_of_aia_is_planned_lazily() -> None:
     spec = job(series="aia.lev1_euv_12s", start="2000-01-01T00:00:00Z", end="2100-01-01T00:00:00Z")
     head = list(itertools.islice(plan_chunks(spec, aia_meta(), records_per_slot=7), 3))
@@ -195,6 +206,7 @@ def test_a_century_of_aia_is_planned_lazily() -> None:
     assert tail[0].slots()[-1] == whole_range(spec, AIA_E, 12)[-1]
 
 
+@pytest.mark.unit
 def test_ts_slot_and_unslotted_time_keys() -> None:
     raw = {"keywords": [{"name": "T_REC", "recscope": "ts_slot"},
                         {"name": "T_REC_round", "defval": "0"}]}
@@ -222,6 +234,7 @@ def test_ts_slot_and_unslotted_time_keys() -> None:
         pytest.approx(chunks[-1].duration, abs=1e-6)
 
 
+@pytest.mark.unit
 def test_recordset_and_follow_jobs() -> None:
     raw = parse_job_spec({"recordset": "hmi.M_720s[2014.01.01_TAI/1d]"})
     (chunk,) = plan_chunks(raw, hmi_meta())
@@ -236,6 +249,7 @@ def test_recordset_and_follow_jobs() -> None:
     assert sum(c.slot_count for c in chunks) == 5  # floor(3600/720)
 
 
+@pytest.mark.unit
 def test_sample_recordset() -> None:
     text, slots = sample_recordset(job(), hmi_meta(), slots=4)
     assert slots == 4 and len(selected(text, HMI_E, 720)) == 4
@@ -243,6 +257,7 @@ def test_sample_recordset() -> None:
 
 # --- splitting --------------------------------------------------------------------------------
 
+@pytest.mark.unit
 def test_split_halves_on_slot_boundaries_down_to_single_slots() -> None:
     spec = job(series="aia.lev1_euv_12s", cadence="36s", wavelengths=[171])
     (chunk,) = plan_chunks(spec, aia_meta(), max_records=10**6)
@@ -286,8 +301,6 @@ EMULATOR_JOBS = [
 
 
 async def rs_count(session: object, base: str, recordset: str) -> int:
-    from tests.service.test_validation import jsoc_info
-
     return int((await jsoc_info(session, base, op="rs_summary", ds=recordset))["count"])
 
 
@@ -295,7 +308,6 @@ async def test_chunk_counts_add_up_on_the_emulator(tmp_path) -> None:
     import aiohttp
 
     from jsocsim import run_emulator
-    from tests.service.test_validation import emulator_meta
 
     async with run_emulator(tmp_path) as emu, aiohttp.ClientSession() as session:
         base = emu.base_url

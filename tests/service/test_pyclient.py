@@ -15,6 +15,8 @@ from jsoc_bulk.results import FileEntry, results_from
 from service import cli
 from service.jobspec import JobSpec
 
+pytestmark = pytest.mark.unit
+
 
 def jsoc_response(*queries: dict) -> JSOCResponse:
     response = JSOCResponse(Table({"T_REC": ["2014.01.01_00:00:00_TAI"]}))

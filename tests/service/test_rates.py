@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from service.api.rates import estimated_total
 from service.db.models import Job
 from service.db.repo import JobSummary
+
+pytestmark = pytest.mark.unit
 
 
 def summary(*, plan_done: bool, chunks: dict[str, int], files: dict[str, int], done: int,

@@ -18,7 +18,7 @@ from service.db.engine import (
 from service.db.models import LOCAL_HOST
 from service.db.repo import InvalidTransition, NotFound, Repo
 from service.db.repo_base import MAX_EVENTS_PER_JOB
-from tests.service.conftest import Clock, file_specs, job_with_chunks, ready_export
+from tests.service.rows import Clock, file_specs, job_with_chunks, ready_export
 
 
 async def test_create_job_with_idempotency_key(repo: Repo) -> None:
@@ -341,6 +341,7 @@ async def test_sqlite_engine_settings_and_immediate_writes(tmp_path: Path) -> No
         await engine.dispose()
 
 
+@pytest.mark.unit
 def test_database_url_checks() -> None:
     assert parse_database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
     assert parse_database_url("sqlite:///x.db").drivername == "sqlite+aiosqlite"

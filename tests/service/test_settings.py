@@ -9,6 +9,8 @@ import pytest
 
 from service.settings import Settings, SettingsError, is_loopback, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

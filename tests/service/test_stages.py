@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from service.stages.download import download_file
 from service.stages.placement import PlacementError, destination, lookup_fields, record_values
 from service.stages.plan import chunk_row, job_range, next_chunks, stored_chunk_plan
 from service.stages.poll import ready_files
-from tests.service.test_worker import (
+from tests.service.jobs_harness import (
     EMAIL,
     SERIES,
     START,
@@ -38,12 +37,7 @@ from tests.service.test_worker import (
     wait_for,
 )
 
-
-@pytest.fixture
-async def emu(tmp_path: Path) -> AsyncIterator[Any]:
-    async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=0.05,
-                            file_size=4000) as emulator:
-        yield emulator
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05, file_size=4000)
 
 
 @pytest.fixture
@@ -220,6 +214,7 @@ async def test_an_outage_pauses_downloads_without_spending_their_retries(
         check_files_match_manifest(emu, settings.download_dir, files)
 
 
+@pytest.mark.unit
 async def test_connection_limits_and_poll_pacing(tmp_path: Path) -> None:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"  # never opened by this test
     settings = make_settings(tmp_path, "http://127.0.0.1:8080/", db_url, poll_min=1.0,

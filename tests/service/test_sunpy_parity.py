@@ -10,7 +10,6 @@ record names: the job's file rows must be sunpy's records, each exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ from sunpy.net import jsoc
 
 from jsocsim.server import Emulator
 from service.db.repo import Repo
-from tests.emulator.conftest import ThreadedEmulator, server_config
-from tests.service.test_worker import EMAIL, make_settings, run_job_to_end
+from tests.emulators import sunpy_pointed_at
+from tests.service.jobs_harness import EMAIL, make_settings, run_job_to_end
 
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.02, file_size=2000)
 UTC_HOUR = ("2014-01-01T00:00:00", "2014-01-01T01:00:00")
 LEAP = ("2016-12-31T23:59:00", "2017-01-01T00:01:00")  # 23:59:60 UTC is inside
 TAI_RANGE = ("2014.01.01_00:00:00_TAI", "2014.01.01_02:00:00_TAI")
@@ -55,17 +55,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    """One emulator on a background thread (sunpy is synchronous), shared by the module."""
-    runner = ThreadedEmulator(tmp_path_factory.mktemp("parity") / "jsoc", emails=[EMAIL],
-                              staging_delay=0.02, file_size=2000)
-    try:
-        yield runner.start()
-    finally:
-        runner.stop()
-
-
 def sunpy_time(text: str) -> Time:
     """How a sunpy user writes the same instant (a TAI string becomes a TAI-scale Time)."""
     if text.endswith("_TAI"):
@@ -76,17 +65,12 @@ def sunpy_time(text: str) -> Time:
 
 def sunpy_records(base_url: str, fields: dict[str, Any], extra: list[Any]) -> list[str]:
     """Record names of sunpy's search (prime keys in the series' order), lower-cased."""
-    configs = drms.config._server_configs
-    saved = configs.get("jsoc")
-    configs["jsoc"] = server_config(base_url, name="jsoc")
-    try:
+    with sunpy_pointed_at(base_url):
         series = fields["series"]
         result = jsoc.JSOCClient().search(
             a.Time(sunpy_time(fields["start"]), sunpy_time(fields["end"])),
             a.jsoc.Series(series), *extra)
         primekeys = drms.Client().pkeys(series)
-    finally:
-        configs["jsoc"] = saved
     names = []
     for row in result:
         keys = "".join(f"[{row[k]}]" for k in primekeys)
@@ -95,12 +79,12 @@ def sunpy_records(base_url: str, fields: dict[str, Any], extra: list[Any]) -> li
 
 
 @pytest.mark.parametrize(("fields", "extra"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-async def test_job_records_are_sunpys_records(emulator: Emulator, repo: Repo, db_url: str,
+async def test_job_records_are_sunpys_records(shared_emu: Emulator, repo: Repo, db_url: str,
                                               tmp_path: Path, fields: dict[str, Any],
                                               extra: list[Any]) -> None:
-    expected = await asyncio.to_thread(sunpy_records, emulator.base_url, fields, extra)
+    expected = await asyncio.to_thread(sunpy_records, shared_emu.base_url, fields, extra)
     per_chunk = max(2, len(expected) // 3)  # a few chunks: boundaries inside the range
-    settings = make_settings(tmp_path, emulator.base_url, db_url, max_chunk_records=per_chunk)
+    settings = make_settings(tmp_path, shared_emu.base_url, db_url, max_chunk_records=per_chunk)
     job_id = await run_job_to_end(settings, repo, fields, timeout=120)
     files = await repo.list_files(job_id)
     got = sorted(f.record.lower() for f in files)

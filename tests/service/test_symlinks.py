@@ -16,8 +16,8 @@ from aiohttp import web
 from service.download.fetch import FetchRetryableError, fetch_file
 from service.download.paths import SymlinkError, UnsafePathError, safe_join
 from service.download.untar import UnsafeMemberError, unpack_tar
-from tests.service.conftest import serving
-from tests.service.test_untar import fits_bytes, make_tar
+from tests.service.stub_server import serving
+from tests.service.tar_files import fits_bytes, make_tar
 
 BODY = fits_bytes(7)
 TAR = make_tar([("a.fits", fits_bytes(1)), ("b.fits", fits_bytes(2))])
@@ -64,6 +64,7 @@ async def test_part_symlink_is_refused_naming_it(base_url: str, session: aiohttp
     assert not dest.exists()
 
 
+@pytest.mark.unit
 async def test_destination_symlink_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import aiohttp
 import pytest
 from sqlalchemy import update
 
-from jsocsim import run_emulator
 from service.db.models import File
 from service.db.repo import Repo
 from service.db.tar_rows import is_tar_key, member_name
@@ -25,7 +23,7 @@ from service.jsoc.metadata import SegmentInfo, SeriesMeta
 from service.manifest import manifest_name, read_manifest
 from service.settings import load_settings
 from service.stages.method_choice import chunk_method
-from tests.service.test_worker import (
+from tests.service.jobs_harness import (
     EMAIL,
     Running,
     finish_with_worker,
@@ -37,15 +35,9 @@ from tests.service.test_worker import (
     wait_for,
 )
 
+pytestmark = pytest.mark.emulator(emails=[EMAIL], staging_delay=0.05, file_size=8000)
 TEMPLATE = "{series}/{T_REC:%Y/%m/%d}/{filename}"
 SHARP = "hmi.sharp_720s[4864][2014.11.30_00:00_TAI/1h]{continuum,magnetogram}"
-
-
-@pytest.fixture
-async def emu(tmp_path: Path) -> AsyncIterator[Any]:
-    async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=0.05,
-                            file_size=8000) as emulator:
-        yield emulator
 
 
 def tar_paths(emu: Any) -> list[str]:
@@ -221,6 +213,7 @@ def _meta(segments: int) -> SeriesMeta:
     return SeriesMeta("hmi.x", "", [], [], [SegmentInfo(f"s{i}") for i in range(segments)])
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("protocol", "records", "mb_per_record", "segments", "rtt", "expected"), [
     ("as-is", 1000, 0.2, 1, 0.05, "url-tar"),     # many small files far away: one tar
     ("fits", 1000, 0.2, 1, 0.05, "url-tar"),

@@ -23,8 +23,8 @@ from service.manifest import manifest_name, read_manifest
 from service.stages.context import open_context
 from service.stages.download import download_file
 from service.stages.recorder import OutcomeRecorder
-from tests.service.conftest import job_with_chunks
-from tests.service.test_worker import make_settings, sha256
+from tests.service.jobs_harness import make_settings, sha256
+from tests.service.rows import job_with_chunks
 
 HOST = "127.0.0.1:9"
 TAR = f"http://{HOST}/SUM1/D2/S00000/JSOC_1.tar"

@@ -9,15 +9,13 @@ import hashlib
 import io
 import tarfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 import pytest
 from aiohttp import web
-from astropy.io import fits
 
 from jsocsim import run_emulator
 from service.download import FetchPermanentError, FetchRetryableError, FetchVerifyError
@@ -25,31 +23,11 @@ from service.download.tarstream import meta_record, parse_header, parse_number
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
 from service.jsoc.client import JsocClient
 from service.jsoc.status import StatusKind
-from tests.service.conftest import serving
+from tests.service.stub_server import serving
+from tests.service.tar_files import fits_bytes, make_tar
 
 EMAIL = "a@b.org"
 LONG = "deep/" + "x" * 120 + "/name_longer_than_a_hundred_bytes.txt"
-
-
-def fits_bytes(seed: int) -> bytes:
-    data = np.random.default_rng(seed).integers(0, 1000, (40, 50), dtype=np.int16)
-    out = io.BytesIO()
-    fits.PrimaryHDU(data).writeto(out)
-    return out.getvalue()
-
-
-def make_tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT,
-             extra: Sequence[tarfile.TarInfo] = ()) -> bytes:
-    """A tar of regular files (in order), then `extra` headers (links, directories)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
-            tar.addfile(info, io.BytesIO(data))
-        for info in extra:
-            tar.addfile(info)
-    return buffer.getvalue()
 
 
 def sample_members(n: int = 6) -> list[tuple[str, bytes]]:
@@ -391,6 +369,7 @@ async def test_http_errors_map_to_fetch_errors(server: TarServer,
         await unpack_tar(session, url, tmp_path, same_name)
 
 
+@pytest.mark.unit
 def test_header_numbers_gnu_base256_and_pax_size() -> None:
     info = tarfile.TarInfo("huge.bin")
     info.size = 1 << 34  # beyond the 11 octal digits: base-256 (GNU) or a PAX record

@@ -7,68 +7,24 @@ from typing import Any
 import pytest
 
 from service.jobspec import SpecError
-from service.jsoc.metadata import KeywordInfo, PrimeKeyInfo, SegmentInfo, SeriesMeta
+from service.jsoc.metadata import SeriesMeta
 from service.validation import (
     check_against_series,
     check_series_exists,
     parse_job_spec,
+)
+from tests.service.series_meta import (
+    aia_meta,
+    emulator_meta,
+    hmi_meta,
+    iris_meta,
+    no_time_meta,
 )
 
 # Series facts from docs/jsoc-protocol.md §9.1 (prime keys, steps, segments); keyword lists are
 # a subset.
 SERIES_LIST = ["hmi.M_45s", "hmi.M_720s", "hmi.V_45s", "hmi.sharp_720s", "aia.lev1_euv_12s",
                "aia.lev1_uv_24s", "iris.lev1"]
-HMI_EPOCH = "1993.01.01_00:00:00_TAI"
-
-
-def _keywords(*pairs: tuple[str, str], time_units: str = "TAI") -> list[KeywordInfo]:
-    return [KeywordInfo(name, kind, units=time_units if kind == "time" else "")
-            for name, kind in pairs]
-
-
-def make_meta(name: str, primekeys: list[PrimeKeyInfo], keywords: list[KeywordInfo],
-              segments: list[str], raw: dict[str, Any] | None = None) -> SeriesMeta:
-    return SeriesMeta(name=name, note="", primekeys=primekeys, keywords=keywords,
-                      segments=[SegmentInfo(s) for s in segments], raw=raw or {})
-
-
-def t_rec(step: float, epoch: str | None = HMI_EPOCH, name: str = "T_REC") -> PrimeKeyInfo:
-    return PrimeKeyInfo(name, slotted=True, step=step, epoch=epoch, is_time=True)
-
-
-def hmi_meta(name: str = "hmi.M_720s", step: float = 720, segment: str = "magnetogram",
-             ) -> SeriesMeta:
-    return make_meta(
-        name, [t_rec(step), PrimeKeyInfo("CAMERA")],
-        _keywords(("T_REC", "time"), ("CAMERA", "int"), ("T_OBS", "time"), ("QUALITY", "int"),
-                  ("EXPTIME", "double"), ("WAVELNTH", "float"), ("INSTRUME", "string")),
-        [segment])
-
-
-def aia_meta() -> SeriesMeta:
-    return make_meta(
-        "aia.lev1_euv_12s", [t_rec(12, "1977.01.01_00:00:00_TAI"), PrimeKeyInfo("WAVELNTH")],
-        _keywords(("T_REC", "time"), ("WAVELNTH", "int"), ("EXPTIME", "float"),
-                  ("QUALITY", "int"), ("T_OBS", "time"), time_units="UTC"),
-        ["image", "spikes"])
-
-
-def sharp_meta() -> SeriesMeta:
-    return make_meta(
-        "hmi.sharp_720s", [PrimeKeyInfo("HARPNUM"), t_rec(720)],
-        _keywords(("HARPNUM", "int"), ("T_REC", "time"), ("QUALITY", "int")),
-        ["magnetogram", "bitmap", "Dopplergram", "continuum"])
-
-
-def iris_meta() -> SeriesMeta:
-    """A time key without slots (T_OBS) followed by FSN."""
-    return make_meta("iris.lev1", [PrimeKeyInfo("T_OBS", is_time=True), PrimeKeyInfo("FSN")],
-                     _keywords(("T_OBS", "time"), ("FSN", "int")), ["image"])
-
-
-def no_time_meta() -> SeriesMeta:
-    return make_meta("hmi.v_sht_modes_x", [PrimeKeyInfo("LMIN"), PrimeKeyInfo("LMAX")],
-                     _keywords(("LMIN", "int"), ("LMAX", "int")), ["m6"])
 
 
 def spec(**fields: Any):
@@ -82,6 +38,7 @@ def problems(job: Any, meta: SeriesMeta) -> list[str]:
     return info.value.problems
 
 
+@pytest.mark.unit
 def test_valid_specs_pass() -> None:
     check_against_series(spec(segments=["magnetogram"], where=["QUALITY = 0"],
                               prime_keys={"camera": 1},
@@ -94,6 +51,7 @@ def test_valid_specs_pass() -> None:
     check_against_series(spec(), hmi_meta())
 
 
+@pytest.mark.unit
 def test_unknown_series_suggests_close_matches() -> None:
     with pytest.raises(SpecError) as info:
         check_series_exists("hmi.M_72s", SERIES_LIST)
@@ -105,12 +63,14 @@ def test_unknown_series_suggests_close_matches() -> None:
         check_series_exists("zzz.qqq", SERIES_LIST)
 
 
+@pytest.mark.unit
 def test_unknown_segment_lists_segments_like_sunpy() -> None:
     assert problems(spec(segments=["magnetogram", "image"]), hmi_meta()) == [
         "Unexpected Segments were passed: ['image']. The series hmi.M_720s contains the "
         "following Segments ['magnetogram']"]
 
 
+@pytest.mark.unit
 def test_unknown_prime_key_lists_prime_keys() -> None:
     (message,) = problems(spec(prime_keys={"HARPNUM": 1}), hmi_meta())
     assert message == ("Unexpected PrimeKeys were passed: ['HARPNUM']. The series hmi.M_720s "
@@ -119,6 +79,7 @@ def test_unknown_prime_key_lists_prime_keys() -> None:
     assert "set by start and end" in message
 
 
+@pytest.mark.unit
 def test_unknown_where_keyword_suggests_and_lists() -> None:
     (message,) = problems(spec(where=["EXPTIM > 1"]), hmi_meta())
     assert message.startswith("Keyword: 'EXPTIM' is not supported by series: hmi.M_720s.")
@@ -126,6 +87,7 @@ def test_unknown_where_keyword_suggests_and_lists() -> None:
     assert str(hmi_meta().keyword_names) in message
 
 
+@pytest.mark.unit
 def test_wavelengths_need_a_wavelength_prime_key() -> None:
     (message,) = problems(spec(wavelengths=[6173]), hmi_meta())
     assert "does not support wavelengths" in message and "['T_REC', 'CAMERA']" in message
@@ -133,6 +95,7 @@ def test_wavelengths_need_a_wavelength_prime_key() -> None:
     assert "not both" in problems(aia, aia_meta())[0]
 
 
+@pytest.mark.unit
 def test_time_key_rules() -> None:
     (message,) = problems(spec(series="hmi.v_sht_modes_x"), no_time_meta())
     assert "has no time prime key" in message and "use a recordset job" in message
@@ -141,6 +104,7 @@ def test_time_key_rules() -> None:
     check_against_series(spec(series="iris.lev1"), iris_meta())
 
 
+@pytest.mark.unit
 def test_path_template_fields_checked_against_series() -> None:
     (message,) = problems(spec(path_template="{series}/{HARPNUM}/{filename}"), hmi_meta())
     assert "path_template field {HARPNUM} is unknown for series hmi.M_720s" in message
@@ -151,12 +115,14 @@ def test_path_template_fields_checked_against_series() -> None:
                          hmi_meta())
 
 
+@pytest.mark.unit
 def test_all_problems_reported_together() -> None:
     job = spec(segments=["nope"], where=["NOPE = 1"], prime_keys={"NOPE": 1}, wavelengths=[1],
                path_template="{NOPE}/{filename}")
     assert len(problems(job, hmi_meta())) == 5
 
 
+@pytest.mark.unit
 def test_recordset_job_checks_series_and_template() -> None:
     job = parse_job_spec({"recordset": "hmi.M_720s[2014.01.01_TAI/1d]{magnetogram}"})
     check_against_series(job, hmi_meta())
@@ -167,25 +133,6 @@ def test_recordset_job_checks_series_and_template() -> None:
 
 
 # --- against the emulator's series_struct / show_series ---------------------------------------
-
-async def jsoc_info(session: Any, base: str, **params: str) -> dict[str, Any]:
-    """One jsoc_info call on the emulator; fails the test unless status is 0."""
-    import json
-
-    async with session.get(base + "cgi-bin/ajax/jsoc_info", params=params) as response:
-        assert response.status == 200
-        payload = json.loads(await response.text())
-    assert payload.get("status") == 0, payload
-    return payload
-
-
-async def emulator_meta(session: Any, base: str, series: str) -> SeriesMeta:
-    from service.jsoc.metadata import parse_series_struct
-
-    payload = await jsoc_info(session, base, op="series_struct", ds=series)
-    return parse_series_struct(payload, series)
-
-
 async def test_validation_with_emulator_metadata(tmp_path: Any) -> None:
     import json
 

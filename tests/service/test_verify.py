@@ -19,6 +19,8 @@ from service.download.verify import (
     verify_file,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def write(path: Path, hdus: list[fits.hdu.base.ExtensionHDU]) -> Path:
     fits.HDUList(hdus).writeto(path)

@@ -13,7 +13,7 @@ import pytest
 from jsocsim import run_emulator
 from service.db.repo import Repo
 from tests.service.chaos.outage import DatabaseOutage, database_outage
-from tests.service.test_worker import (
+from tests.service.jobs_harness import (
     EMAIL,
     Running,
     check_files_match_manifest,

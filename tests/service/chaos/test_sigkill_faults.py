@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.checks import assert_files_verified, assert_polite, assert_quiet_log
-from tests.e2e.conftest import EMAIL, FAST
-from tests.e2e.procs import Daemon, http_json, sim_faults, start_emulator, wait_for
+from tests.e2e.procs import EMAIL, FAST, Daemon, http_json, sim_faults, start_emulator, wait_for
 
 pytestmark = pytest.mark.e2e
 FAULTS = {"cgi_error_rate": 0.25, "reset_rate": 0.15, "truncate_rate": 0.15,
