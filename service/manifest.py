@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from service.jsoc.metadata import split_record
+from service.jsoc.records import split_record
 from service.timeutil import TimeFormatError, parse_calendar
 
 if TYPE_CHECKING:  # the CLI reads manifests without loading the database layer

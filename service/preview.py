@@ -12,13 +12,15 @@ import asyncio
 import math
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
 
 from service.jobspec import JobSpec
 from service.jsoc.client import JsocClient
-from service.jsoc.lookups import newest_recordset, record_sizes, time_values
+from service.jsoc.listing import SIZE_KEY, parse_listing
+from service.jsoc.lookups import newest_time
 from service.jsoc.metadata import SeriesMeta
-from service.planner import build_recordset, chunk_slot_count, chunks_over, job_slots
+from service.planning.chunks import chunk_slot_count, chunks_over
+from service.planning.recordsets import build_recordset
+from service.planning.timeline import job_slots
 from service.timeutil import format_tai
 
 SIZE_SAMPLE = 4  # records whose *size* is averaged
@@ -37,25 +39,6 @@ class Preview:
     last_record: str | None = None
     export_recordsets: list[str] = field(default_factory=list)
     message: str = ""
-
-
-async def _newest_time(jsoc: JsocClient, meta: SeriesMeta) -> float | None:
-    """TAI time of the series' newest record at JSOC (None when it has none)."""
-    key = meta.time_key()
-    if key is None:
-        return None
-    reply = await jsoc.rs_list(newest_recordset(meta), keys=[key.name], n=-1)
-    times = time_values(reply, key.name)
-    return max(times) if times else None
-
-
-def _names(reply: dict[str, Any]) -> list[str]:
-    return [str(r.get("name", "")) for r in reply.get("recinfo") or [] if r.get("name")]
-
-
-def _mean_size(reply: dict[str, Any]) -> int:
-    sizes = record_sizes(reply)
-    return sum(sizes) // len(sizes) if sizes else 0
 
 
 def empty_message(recordset: str, meta: SeriesMeta) -> str:
@@ -83,7 +66,7 @@ async def preview_job(jsoc: JsocClient, spec: JobSpec, meta: SeriesMeta, *, max_
                       max_bytes: int) -> Preview:
     """Count and size the job at JSOC without planning or listing its files."""
     if spec.follow:  # a mirror: what its backfill up to JSOC's newest record holds
-        newest = await _newest_time(jsoc, meta)
+        newest = await newest_time(jsoc, meta)
         if newest is None:
             return Preview(None, 0, 0, 0, message=f"0 records: {meta.name} has no records yet; "
                            "a mirror would wait for them")
@@ -94,11 +77,14 @@ async def preview_job(jsoc: JsocClient, spec: JobSpec, meta: SeriesMeta, *, max_
     if not records:
         return Preview(recordset, 0, 0, 0, message=empty_message(recordset, meta))
     head, tail = await asyncio.gather(
-        jsoc.rs_list(recordset, keys=["*size*"], n=SIZE_SAMPLE, rec_index=True),
+        jsoc.rs_list(recordset, keys=[SIZE_KEY], n=SIZE_SAMPLE, rec_index=True),
         jsoc.rs_list(recordset, keys=["*recnum*"], n=-1, rec_index=True))
-    per_record = _mean_size(head)
+    first, last = parse_listing(head), parse_listing(tail)
+    per_record = first.mean_size()
     exports, shown = _exports(spec, meta, records, per_record, max_records, max_bytes)
-    first, last = _names(head), _names(tail)
+    first_names = [n for n in first.names if n]
+    last_names = [n for n in last.names if n]
     return Preview(recordset, records, records * per_record, exports,
-                   first[0] if first else None, last[-1] if last else None, shown,
+                   first_names[0] if first_names else None,
+                   last_names[-1] if last_names else None, shown,
                    f"{records} record(s) in about {exports} export(s)")

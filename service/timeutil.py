@@ -236,6 +236,20 @@ def parse_duration(value: str | float | int) -> float:
     return seconds
 
 
+def step_seconds(value: object) -> float | None:
+    """A step or round value as ``series_struct`` writes it ("45", "45.000000", "720s", "1d",
+    45) in seconds; None when it is not a duration (absent, empty, MISSING)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        return _text_seconds(text) if text else None
+
+
 def format_duration(seconds: float) -> str:
     """Seconds -> the shortest exact JSOC duration, e.g. 7200 -> '2h', 600 -> '10m', 45 -> '45s'."""
     for unit, size in (("d", DAY), ("h", 3600.0), ("m", 60.0)):

@@ -21,13 +21,6 @@ from tests.codebase import imported_names, source_modules
 PACKAGES = ("service", "jsocsim", "jsoc_bulk")
 MAX_FUNCTION_LINES = 60
 
-# Known cycle, to be removed when planning moves into one package (issue 12, point 1): the
-# planner, the plan and follow stages and placement import each other (stages/plan.py <->
-# stages/follow.py). Imports between two of these modules are not checked yet; a cycle through
-# any other module still fails.
-PLANNING_CYCLE = frozenset({"service.planner", "service.stages.plan", "service.stages.follow",
-                            "service.stages.placement"})
-
 
 def resolve(name: str, modules: dict[str, Path]) -> str | None:
     """The module among ``modules`` that importing ``name`` lands in (longest prefix)."""
@@ -109,10 +102,6 @@ def describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle(package: str) -> None:
     graph = import_graph(source_modules(package))
-    if package == "service":
-        for module in PLANNING_CYCLE:  # the known exception, see PLANNING_CYCLE
-            assert module in graph, f"{module} is gone: shrink or drop PLANNING_CYCLE"
-            graph[module] = {t: n for t, n in graph[module].items() if t not in PLANNING_CYCLE}
     cycles = [describe(graph, one_cycle(graph, c)) for c in strongly_connected(graph)]
     assert not cycles, f"import cycles in {package}/:\n" + "\n".join(cycles)
 

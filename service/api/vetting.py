@@ -15,10 +15,15 @@ from service.jsoc.client import JsocClient
 from service.jsoc.lookups import EmailVerdict, check_email, series_names, series_wavelengths
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind
-from service.planner import build_recordset
+from service.planning.recordsets import build_recordset
 from service.preview import Preview, empty_message, preview_job
 from service.settings import Settings
-from service.validation import WAVELENGTH_KEY, check_series_exists, wavelength_problems
+from service.validation import (
+    WAVELENGTH_KEY,
+    check_series_exists,
+    parse_job_spec,
+    wavelength_problems,
+)
 
 
 async def _series_hint(spec: JobSpec, jsoc: JsocClient, problem: ApiProblem) -> ApiProblem:
@@ -139,7 +144,7 @@ async def job_recordset(spec_data: dict[str, Any], lookup: SeriesLookup) -> str 
     """The record-set string a stored job resolved to (None for a mirror, or when the
     series' metadata cannot be had now)."""
     try:
-        spec = JobSpec.model_validate(spec_data)
+        spec = parse_job_spec(spec_data)
         if spec.recordset is not None:
             return spec.recordset
         if spec.follow:

@@ -22,6 +22,7 @@ from yarl import URL
 
 from service.download.limits import retry_after_seconds
 from service.jsoc.metadata import SeriesMeta, parse_series_struct
+from service.jsoc.records import split_record, split_segment
 from service.jsoc.replies import (
     InfoStatusModel,
     RsListModel,
@@ -156,29 +157,17 @@ class ExportReply:
         return [row for row in self.data if not _is_file_row(row)]
 
 
-_SEGMENT_SUFFIX = re.compile(r"\{([^{}]*)\}\s*$")
-
-
 def _is_file_row(row: DataRow) -> bool:
     return bool(row.filename) and row.filename != "NoDataFile" and \
         not row.record.startswith("warning=")
-
-
-def split_segment(record: str) -> tuple[str, str | None]:
-    """`hmi.V_45s[…][2]{Dopplergram}` -> (`hmi.V_45s[…][2]`, `Dopplergram`)."""
-    match = _SEGMENT_SUFFIX.search(record)
-    if not match:
-        return record, None
-    return record[: match.start()], match.group(1) or None
 
 
 def quick_filename(record: str, segment: str | None, server_path: str) -> str:
     """drms-style local name for a url_quick file: series, prime-key values without `.:-`,
     segment, extension (`hmi.V_45s.20160401_000000_TAI.2.Dopplergram.fits`)."""
     basename = server_path.rsplit("/", 1)[-1]
-    series = record.split("[", 1)[0].split("{", 1)[0]
-    values = [re.sub(r"[.:\-]", "", v).replace("/", "_") for v in re.findall(r"\[([^]]*)\]",
-                                                                            record)]
+    series, keys = split_record(record)
+    values = [re.sub(r"[.:\-]", "", v).replace("/", "_") for v in keys]
     ext = "." + basename.rsplit(".", 1)[-1] if "." in basename else ""
     tail = segment or (basename[: -len(ext)] if ext else basename)
     return ".".join(p for p in [series, *values, tail] if p) + ext

@@ -2,6 +2,7 @@
 
 * the series JSOC lists (for "did you mean …" when a series name is misspelt);
 * the wavelengths a series has (the ``WAVELNTH`` values of its newest slot);
+* the time of a series' newest record (not cached: mirrors and previews ask each time);
 * whether a notify address is registered (``checkAddress.sh``, as drms's ``check_email``):
   a registered address is remembered for a day, a refused one for a minute (the user is
   expected to register and try again).
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from service.jsoc.client import JsocClient
+from service.jsoc.listing import parse_listing
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, StatusKind
-from service.timeutil import TimeFormatError, parse_time
+from service.planning.recordsets import newest_recordset
 
 REGISTER_URL = "http://jsoc.stanford.edu/ajax/register_email.html"
 NAMES_TTL = 3600.0
@@ -58,37 +60,15 @@ async def series_names(jsoc: JsocClient) -> list[str]:
     return names
 
 
-def keyword_values(reply: dict[str, Any], name: str) -> list[Any]:
-    """The values of one keyword column of an rs_list reply ([] when absent)."""
-    for column in reply.get("keywords") or []:
-        if str(column.get("name", "")).upper() == name.upper():
-            return list(column.get("values") or [])
-    return []
-
-
-def time_values(reply: dict[str, Any], key: str) -> list[float]:
-    """A time keyword's values as TAI seconds (MISSING and the like left out)."""
-    out = []
-    for value in keyword_values(reply, key):
-        try:
-            out.append(parse_time(str(value)))
-        except TimeFormatError:
-            continue
-    return out
-
-
-def record_sizes(reply: dict[str, Any]) -> list[int]:
-    """The ``*size*`` values (bytes) of an rs_list reply ("NA" left out)."""
-    return [int(v) for v in keyword_values(reply, "*size*") if str(v).isdigit()]
-
-
-def newest_recordset(meta: SeriesMeta) -> str:
-    """``series[$]`` with ``$`` on the time key and every other prime key open."""
+async def newest_time(jsoc: JsocClient, meta: SeriesMeta) -> float | None:
+    """TAI time of the series' newest record at JSOC (None when it has none, or no time key);
+    not cached: a mirror's frontier and a preview ask each time."""
     key = meta.time_key()
-    groups = ["$" if key is not None and pk.name == key.name else "" for pk in meta.primekeys]
-    while groups and groups[-1] == "":
-        groups.pop()
-    return meta.name + "".join(f"[{g}]" for g in groups)
+    if key is None:
+        return None
+    reply = await jsoc.rs_list(newest_recordset(meta), keys=[key.name], n=-1)
+    times = parse_listing(reply).times(key.name)
+    return max(times) if times else None
 
 
 async def series_wavelengths(jsoc: JsocClient, meta: SeriesMeta) -> list[float]:
@@ -98,7 +78,7 @@ async def series_wavelengths(jsoc: JsocClient, meta: SeriesMeta) -> list[float]:
         return cached
     reply = await jsoc.rs_list(newest_recordset(meta), keys=[WAVELENGTH_KEY])
     values: set[float] = set()
-    for value in keyword_values(reply, WAVELENGTH_KEY):
+    for value in parse_listing(reply).values(WAVELENGTH_KEY):
         try:
             values.add(float(value))
         except (TypeError, ValueError):

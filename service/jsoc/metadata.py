@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_GROUP = re.compile(r"\[([^\]]*)\]")
+from service.timeutil import step_seconds
 
 
 @dataclass(frozen=True)
@@ -77,31 +76,6 @@ class SeriesMeta:
         return next((p for p in self.primekeys if p.is_time), None)
 
 
-def split_record(record: str) -> tuple[str, list[str]]:
-    """``hmi.M_45s[2014.01.01_00:00:00_TAI][2]{magnetogram}`` -> (series, [values])."""
-    body = record.split("{", 1)[0]
-    series = body.split("[", 1)[0].strip()
-    return series, [v.strip() for v in _GROUP.findall(body)]
-
-
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _seconds(value: Any) -> float | None:
-    """A step value ("45", "45.000000", "720s", "1d", 45) in seconds; None if not a duration."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip().lower()
-    unit = _DURATION_UNITS.get(text[-1:]) if text else None
-    number = text[:-1] if unit is not None else text
-    try:
-        return float(number) * (unit or 1.0)
-    except ValueError:
-        return None
-
-
 def _keyword_defaults(keywords: list[dict[str, Any]]) -> dict[str, str]:
     return {str(k.get("name", "")).lower(): str(k.get("defval", "")) for k in keywords}
 
@@ -116,9 +90,9 @@ def _primekeys(payload: dict[str, Any], keywords: list[dict[str, Any]]) -> list[
             continue
         info = infos.get(name, {})
         slotted = bool(int(info.get("slotted", 0) or 0))
-        step = _seconds(info.get("step")) if slotted else None
+        step = step_seconds(info.get("step")) if slotted else None
         if slotted and step is None:
-            step = _seconds(defaults.get(f"{name.lower()}_step"))
+            step = step_seconds(defaults.get(f"{name.lower()}_step"))
         epoch = defaults.get(f"{name.lower()}_epoch") if slotted else None
         result.append(PrimeKeyInfo(name=name, slotted=slotted, step=step, epoch=epoch or None,
                                    is_time=types.get(name.lower()) == "time"))

@@ -26,6 +26,7 @@ from service.jsoc.client import JsocClient, user_agent
 from service.manifest import ManifestWriter
 from service.ops import metrics
 from service.ops.logs import context_with
+from service.planning.cursor import JobEstimate
 from service.settings import Settings
 from service.stages.diskspace import DiskWatch
 from service.stages.recorder import OutcomeRecorder
@@ -82,14 +83,6 @@ class Wakers:
         with suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
         event.clear()
-
-
-@dataclass
-class JobEstimate:
-    """Planning estimates of one job (kept in memory; re-sampled after a restart)."""
-
-    records_per_slot: float | None
-    bytes_per_record: int
 
 
 @dataclass

@@ -15,7 +15,9 @@ from typing import Any
 
 from service.download.paths import check_relative_name
 from service.jobspec import BUILTIN_TEMPLATE_FIELDS, render_path, template_fields
-from service.jsoc.metadata import SeriesMeta, split_record
+from service.jsoc.listing import parse_listing
+from service.jsoc.metadata import SeriesMeta
+from service.jsoc.records import split_record
 from service.timeutil import TimeFormatError, parse_calendar
 
 RECORD_FIELDS = ("series", "record", "segment", "filename")
@@ -62,19 +64,8 @@ def rs_list_keys(fields: list[str]) -> list[str]:
 
 
 def keyword_table(reply: Mapping[str, Any], fields: list[str]) -> dict[str, dict[str, Any]]:
-    """record name -> {field: value} from an rs_list reply made with ``R=1``."""
-    names = [str(r.get("name", "")) for r in reply.get("recinfo") or []]
-    columns = {str(k.get("name", "")).upper(): k.get("values") or []
-               for k in reply.get("keywords") or []}
-    table: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(names):
-        row = {}
-        for field_name, key in zip(fields, rs_list_keys(fields), strict=True):
-            column = columns.get(key.upper(), [])
-            if i < len(column):
-                row[field_name] = column[i]
-        table[name.lower()] = row
-    return table
+    """record name (lower case) -> {field: value} from an rs_list reply made with ``R=1``."""
+    return parse_listing(reply).table(dict(zip(fields, rs_list_keys(fields), strict=True)))
 
 
 def destination(template: str, *, meta: SeriesMeta, record: str, segment: str | None,

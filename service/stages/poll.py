@@ -21,6 +21,7 @@ from service.jsoc.metadata import SeriesMeta
 from service.jsoc.replies import file_name_problem
 from service.jsoc.status import JsocError, StatusKind, error_for_status
 from service.ops import metrics
+from service.planning.stored import StoredChunk
 from service.safetext import clean_text
 from service.stages.context import StageContext
 from service.stages.placement import (
@@ -30,8 +31,9 @@ from service.stages.placement import (
     lookup_fields,
     rs_list_keys,
 )
-from service.stages.plan import job_spec, split_or_fail
+from service.stages.plan import split_or_fail
 from service.stages.reply_errors import note_malformed
+from service.validation import parse_job_spec
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ async def _job(ctx: StageContext, job_id: str) -> tuple[JobSpec, SeriesMeta] | N
     job = await ctx.repo.get_job(job_id)
     if job is None:
         return None
-    spec = job_spec(job.spec)
+    spec = parse_job_spec(job.spec)
     return spec, await ctx.jsoc.series_struct(spec.series_name)
 
 
@@ -209,7 +211,7 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
             return
         spec, meta = found
         chunk = await _chunk(ctx, claim)
-        recordset = chunk["recordset"] if chunk else spec.recordset or spec.series_name
+        recordset = chunk.recordset if chunk else spec.recordset or spec.series_name
         files = await ready_files(ctx, spec, meta, reply, recordset)
     except (PlacementError, SpecError) as exc:
         await ctx.repo.fail_export(claim.export_id, error=str(exc), jsoc_status=0,
@@ -229,13 +231,11 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
         ctx.wakers.poke("download", "submit")
 
 
-async def _chunk(ctx: StageContext, claim: PollClaim) -> dict[str, Any] | None:
+async def _chunk(ctx: StageContext, claim: PollClaim) -> StoredChunk | None:
     """The export's chunk (it is exporting while its export is polled)."""
     for chunk in await ctx.repo.list_chunks(claim.job_id, state="exporting"):
         if chunk.id == claim.chunk_id:
-            return {"seq": chunk.seq, "part": chunk.part, "recordset": chunk.recordset,
-                    "start_time": chunk.start_time, "end_time": chunk.end_time,
-                    "est_bytes": chunk.est_bytes}
+            return StoredChunk.of(chunk)
     return None
 
 

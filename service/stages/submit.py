@@ -24,12 +24,14 @@ from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
 from service.ops import metrics
+from service.planning.stored import StoredChunk
 from service.stages.context import StageContext
 from service.stages.method_choice import chunk_method
 from service.stages.placement import PlacementError
-from service.stages.plan import job_spec, split_or_fail
+from service.stages.plan import split_or_fail
 from service.stages.poll import index_header, ready_files
 from service.stages.reply_errors import note_malformed
+from service.validation import parse_job_spec
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class Submission:
 
     async def run(self) -> None:
         try:
-            spec = job_spec(self.claim.spec)
+            spec = parse_job_spec(self.claim.spec)
             meta = await self._meta(spec)
             if meta is not None:
                 await self._submit(spec, meta)
@@ -178,10 +180,8 @@ class Submission:
 
     async def _split(self, spec: JobSpec, meta: SeriesMeta, message: str) -> None:
         c = self.claim
-        chunk = {"seq": c.seq, "part": c.part, "recordset": c.recordset,
-                 "start_time": c.start_time, "end_time": c.end_time, "est_bytes": c.est_bytes}
         await split_or_fail(self.ctx, spec, meta, export_id=c.export_id, chunk_id=c.chunk_id,
-                            chunk=chunk, reason=message, chunk_token=c.lease_token,
+                            chunk=StoredChunk.of(c), reason=message, chunk_token=c.lease_token,
                             export_token=c.lease_token)
 
     async def _fail(self, message: str, status: int | None) -> None:

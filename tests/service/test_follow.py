@@ -16,9 +16,10 @@ from jsocsim.records import RecordsConfig
 from service.api.schemas import MirrorStatus, mirror_status
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
-from service.planner import time_group
-from service.stages.context import JobEstimate
-from service.stages.follow import late_chunks, newest_recordset, timeline
+from service.planning.cursor import JobEstimate
+from service.planning.follow import late_chunks
+from service.planning.recordsets import newest_recordset, time_group
+from service.planning.timeline import timeline
 from service.timeutil import format_tai, parse_time
 from service.validation import parse_job_spec
 from tests.service.api_harness import EMAIL as API_EMAIL
@@ -94,11 +95,11 @@ def test_late_record_chunks_name_each_slot_once_within_the_limits() -> None:
     tl = timeline(spec, meta)
     slots = [tl.first + i for i in (0, 1, 5, 9, 10)]
     rows = late_chunks(spec, meta, tl, JobEstimate(None, 100), slots, max_records=4)
-    named = [slots_named(r["recordset"]) for r in rows]
+    named = [slots_named(r.recordset) for r in rows]
     assert [len(n) for n in named] == [2, 2, 1]  # 2 wavelengths a slot, 4 records a chunk
     assert [parse_time(t) for n in named for t in n] == [tl.time(s) for s in slots]
-    assert all(r["recordset"].endswith("[171,193]{image}") for r in rows)
-    assert [r["est_records"] for r in rows] == [4, 4, 2]
+    assert all(r.recordset.endswith("[171,193]{image}") for r in rows)
+    assert [r.est_records for r in rows] == [4, 4, 2]
     assert newest_recordset(meta) == "aia.lev1_euv_12s[$]"
     assert newest_recordset(sharp_meta()) == "hmi.sharp_720s[][$]"
 

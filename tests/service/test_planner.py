@@ -10,16 +10,16 @@ import re
 import pytest
 
 from service.jobspec import SpecError
-from service.planner import (
+from service.planning.chunks import (
     END_MARGIN,
     ChunkPlan,
     ChunkSplitError,
-    build_recordset,
     plan_chunks,
     sample_recordset,
     split_chunk,
 )
-from service.stages.plan import chunk_row, stored_chunk_plan
+from service.planning.recordsets import build_recordset
+from service.planning.stored import StoredChunk, new_chunk, stored_chunk_plan
 from service.timeutil import (
     duration_range_slots,
     interval_slots,
@@ -223,10 +223,10 @@ def test_ts_slot_and_unslotted_time_keys() -> None:
     assert sum(c.duration for c in chunks) == pytest.approx(iris.end_tai - iris.start_tai
                                                            + END_MARGIN, abs=1e-6)
     assert chunks[-1].recordset.endswith(f"/{chunks[-1].duration!r}s]")
-    row = chunk_row(chunks[-1])  # as stored, then rebuilt to be split (JSOC status 3)
-    rebuilt = stored_chunk_plan(iris, iris_meta(), seq=0, part="", recordset=row["recordset"],
-                                start_time=row["start_time"], end_time=row["end_time"],
-                                est_bytes=0)
+    row = new_chunk(chunks[-1])  # as stored, then rebuilt to be split (JSOC status 3)
+    rebuilt = stored_chunk_plan(iris, iris_meta(), StoredChunk(
+        seq=0, part="", recordset=row.recordset, start_time=row.start_time,
+        end_time=row.end_time, est_bytes=0))
     assert (rebuilt.first_slot, rebuilt.slot_count, rebuilt.until) == \
         (chunks[-1].first_slot, chunks[-1].slot_count, iris.end_tai)
     last_halves = split_chunk(rebuilt)  # a half keeps the end

@@ -16,12 +16,14 @@ from service.db.repo import Repo
 from service.jobspec import JobSpec
 from service.jsoc.client import JsocClient
 from service.jsoc.metadata import SeriesMeta
-from service.planner import split_chunk
+from service.planning.chunks import split_chunk
+from service.planning.cursor import JobEstimate, next_chunks
+from service.planning.stored import StoredChunk, new_chunk, stored_chunk_plan
+from service.planning.timeline import job_slots
 from service.stages import download_tick, plan_tick, poll_tick, submit_tick
-from service.stages.context import JobEstimate, StageContext, open_context
+from service.stages.context import StageContext, open_context
 from service.stages.download import download_file
 from service.stages.placement import PlacementError, destination, lookup_fields, record_values
-from service.stages.plan import chunk_row, job_range, next_chunks, stored_chunk_plan
 from service.stages.poll import ready_files
 from tests.service.jobs_harness import (
     EMAIL,
@@ -67,7 +69,7 @@ async def test_lazy_chunks_cover_the_job_exactly_even_when_estimates_change(
     estimates = [JobEstimate(1.0, 0), JobEstimate(0.5, 0), JobEstimate(1.0, 0)]
     chunks = plan_all(spec, meta, estimates, max_records=2)
     slots = [s for c in chunks for s in c.slots()]
-    assert slots == list(job_range(spec, meta))  # no gap, no overlap, in order
+    assert slots == list(job_slots(spec, meta))  # no gap, no overlap, in order
     # the second call believed in half a record per slot, so its chunk has twice the slots
     assert [c.slot_count for c in chunks[:3]] == [2, 4, 2]
 
@@ -76,10 +78,10 @@ async def test_a_stored_chunk_is_rebuilt_and_split_on_slot_boundaries(meta: Seri
     spec = JobSpec.model_validate(job_spec(40, cadence="90s"))
     [chunk], _, _ = next_chunks(spec, meta, JobEstimate(1.0, 1000), None, limit=1,
                                 max_records=7, max_bytes=10**12)
-    row = chunk_row(chunk, 0)
-    rebuilt = stored_chunk_plan(spec, meta, seq=0, part="", recordset=row["recordset"],
-                                start_time=row["start_time"], end_time=row["end_time"],
-                                est_bytes=row["est_bytes"])
+    row = new_chunk(chunk, 0)
+    rebuilt = stored_chunk_plan(spec, meta, StoredChunk(
+        seq=0, part="", recordset=row.recordset, start_time=row.start_time,
+        end_time=row.end_time, est_bytes=row.est_bytes))
     assert (rebuilt.first_slot, rebuilt.slot_count, rebuilt.stride) == \
         (chunk.first_slot, chunk.slot_count, chunk.stride) == (chunk.first_slot, 7, 2)
     first, second = split_chunk(rebuilt)

@@ -1,34 +1,25 @@
-"""Job spec + series metadata -> record-set strings and slot-aligned chunks, lazily.
+"""Slot-aligned chunks of a job, lazily, and halving one on a slot boundary.
 
-A job's ``start``/``end`` select what sunpy's ``a.Time(start, end)`` selects: JSOC's
-``start-end[@cadence]`` with both ends included (the slots nearest each end,
-docs/jsoc-protocol.md §6.3); ``build_recordset`` writes that string. Internally the job is the
-half-open range of its sampled slots, and chunks are ``start/duration[@cadence]`` pieces of it:
-chunk ``seq`` covers sampled slots ``[seq·n, (seq+1)·n)``, so any chunk is computed in O(1),
-planning a year of 12 s data never builds the whole list, and no slot is in two chunks. The same
-job always gives the same chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
+Internally a job is the half-open range of its sampled slots (``timeline.job_slots``), and
+chunks are ``start/duration[@cadence]`` pieces of it: chunk ``seq`` covers sampled slots
+``[seq·n, (seq+1)·n)``, so any chunk is computed in O(1), planning a year of 12 s data never
+builds the whole list, and no slot is in two chunks. The same job always gives the same
+chunks; ``split_chunk`` halves one on a slot boundary (JSOC status 3).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from service.jobspec import JobSpec, SpecError, format_value
-from service.jsoc.metadata import PrimeKeyInfo, SeriesMeta
-from service.timeutil import (
-    duration_range_slots,
-    format_duration,
-    format_tai,
-    interval_slots,
-    parse_duration,
-    parse_time,
-    slot_time,
-)
+from service.jobspec import JobSpec, SpecError
+from service.jsoc.metadata import SeriesMeta
+from service.planning.recordsets import recordset_template, time_group
+from service.planning.timeline import SlotGrid, by_value_end, job_slots, slot_grid
+from service.timeutil import format_tai, parse_time
 
 DEFAULT_MAX_RECORDS = 5_000
 END_MARGIN = 0.001  # s past a by-value job's end that its last chunk covers (its end included)
@@ -37,108 +28,6 @@ DEFAULT_MAX_BYTES = 20_000 * 2**20  # 20,000 MB, well under JSOC's 100,000 MB ex
 
 class ChunkSplitError(ValueError):
     """A chunk that cannot be halved (one slot, or a raw recordset without a time range)."""
-
-
-# --- recordset building (docs/jsoc-protocol.md §6.1, §6.4) ----------------------------------
-
-@dataclass(frozen=True)
-class RecordsetTemplate:
-    """A record-set string with a hole for the time group: ``prefix + time_group + suffix``."""
-
-    prefix: str
-    suffix: str
-
-    def render(self, time_group: str) -> str:
-        return f"{self.prefix}{time_group}{self.suffix}"
-
-
-def _group_text(value: Any) -> str:
-    values = value if isinstance(value, list) else [value]
-    return ",".join(format_value(v) for v in values)
-
-
-def recordset_template(spec: JobSpec, meta: SeriesMeta) -> RecordsetTemplate:
-    """Prime-key groups in declared order (``[]`` for skipped keys, trailing empties dropped),
-    then ``[? where ?]`` and ``{segments}``; the time key's group is the hole."""
-    time_key = meta.time_key()
-    if time_key is None:
-        raise SpecError([f"series {meta.name} has no time prime key; use a recordset job"])
-    given = {k.upper(): v for k, v in spec.prime_keys.items()}
-    if spec.wavelengths:
-        given["WAVELNTH"] = list(spec.wavelengths)
-    groups = [_group_text(given[pk.name.upper()]) if pk.name.upper() in given else ""
-              for pk in meta.primekeys]
-    groups[meta.primekey_names.index(time_key.name)] = "\0"
-    while groups and groups[-1] == "":
-        groups.pop()
-    text = meta.name + "".join(f"[{g}]" for g in groups)
-    if spec.where:
-        text += "[? " + " AND ".join(w.to_sql() for w in spec.where) + " ?]"
-    if spec.segments:
-        text += "{" + ",".join(spec.segments) + "}"
-    prefix, suffix = text.split("\0")
-    return RecordsetTemplate(prefix, suffix)
-
-
-def time_group(start_tai: float, duration: float, cadence: float | None) -> str:
-    """``start/duration[@Ns]`` (a chunk: end excluded) with the start as a JSOC TAI string."""
-    text = f"{format_tai(start_tai)}/{format_duration(duration)}"
-    return text + (f"@{format_value(cadence)}s" if cadence else "")
-
-
-def range_group(start_tai: float, end_tai: float, cadence: float | None) -> str:
-    """``start-end[@Ns]`` in TAI, both ends included: what sunpy's ``a.Time`` (and
-    ``a.Sample``) send to JSOC."""
-    text = f"{format_tai(start_tai)}-{format_tai(end_tai)}"
-    return text + (f"@{format_value(cadence)}s" if cadence else "")
-
-
-def build_recordset(spec: JobSpec, meta: SeriesMeta) -> str:
-    """The DRMS record-set string of the whole job, as sunpy and drms users write it
-    (``series[start-end@cadence]…``, both ends included; a recordset job's own string)."""
-    if spec.recordset is not None:
-        return spec.recordset
-    if spec.start_tai is None or spec.end_tai is None:
-        raise SpecError(["a follow job's recordset is built per check, not for the whole job"])
-    group = range_group(spec.start_tai, spec.end_tai, spec.cadence_seconds)
-    return recordset_template(spec, meta).render(group)
-
-
-# --- slot grids and chunks --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SlotGrid:
-    """The time key's slots: epoch (TAI s), step (s), and ``round_`` for ts_slot keys."""
-
-    epoch: float
-    step: float
-    round_: float | None = None
-
-
-def _raw_keyword(meta: SeriesMeta, name: str) -> dict[str, Any]:
-    for kw in meta.raw.get("keywords") or []:
-        if isinstance(kw, dict) and str(kw.get("name", "")).lower() == name.lower():
-            return kw
-    return {}
-
-
-def _seconds_of(value: Any) -> float:
-    """A ``<key>_round`` default ("30", "30.000000", "30s"; absent = 0) in seconds."""
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return parse_duration(str(value))
-
-
-def slot_grid(meta: SeriesMeta, key: PrimeKeyInfo, start: float) -> SlotGrid:
-    """The key's grid; a key without slots gets a 1 s grid starting at ``start`` (by value)."""
-    if not (key.slotted and key.step):
-        return SlotGrid(epoch=start, step=1.0, round_=0.0)
-    epoch = parse_time(key.epoch) if key.epoch else 0.0
-    round_ = None
-    if str(_raw_keyword(meta, key.name).get("recscope", "")).lower() == "ts_slot":
-        round_ = _seconds_of(_raw_keyword(meta, f"{key.name}_round").get("defval"))
-    return SlotGrid(epoch=epoch, step=float(key.step), round_=round_)
 
 
 class ChunkPlan(BaseModel):
@@ -174,7 +63,7 @@ def _make_chunk(
 ) -> ChunkPlan:
     """A chunk of ``count`` sampled slots starting at slot ``first``."""
     span = ((count - 1) * stride + 1) * grid.step
-    start_tai = slot_time(first, grid.epoch, grid.step)
+    start_tai = grid.time(first)
     if base.get("until") is not None:  # by value: stop just after the job's end, not a step on
         span = round(min(span, base["until"] - start_tai + END_MARGIN), 3)
     records = math.ceil(count * base["records_per_slot"] - 1e-9)
@@ -189,7 +78,7 @@ def _make_chunk(
 
 def multiplicity(spec: JobSpec, meta: SeriesMeta) -> int:
     """Records per slot implied by the spec: product of the listed values of other prime keys."""
-    given = {k.upper(): v for k, v in spec.prime_keys.items()}
+    given: dict[str, Any] = {k.upper(): v for k, v in spec.prime_keys.items()}
     if spec.wavelengths:
         given["WAVELNTH"] = spec.wavelengths
     count = 1
@@ -208,32 +97,6 @@ def chunk_slot_count(records_per_slot: float, bytes_per_record: int, max_records
     by_bytes = max_bytes / per_slot_bytes if per_slot_bytes > 0 else math.inf
     limit = min(by_records, by_bytes)
     return max(1, math.floor(limit)) if math.isfinite(limit) else 2**62
-
-
-def job_slots(spec: JobSpec, meta: SeriesMeta, until: float | None = None) -> range:
-    """Sampled slot indices of the job, in order: the slots nearest ``start`` and ``end`` and
-    every sampled one between, both ends included (JSOC's ``a-b``, as sunpy selects them). A
-    follow job has no end: its range stops before ``until`` (TAI seconds, excluded)."""
-    key, start = meta.time_key(), spec.start_tai
-    end = spec.end_tai if spec.end is not None else until
-    if key is None or start is None or end is None:
-        raise SpecError(["planning needs a time prime key, start, and end (or until for follow)"])
-    grid = slot_grid(meta, key, start)
-    if spec.end is not None:
-        if end < start:
-            return range(0)
-        return interval_slots(start, end, grid.epoch, grid.step, grid.round_,
-                              spec.cadence_seconds)
-    if end <= start:
-        return range(0)
-    return duration_range_slots(start, end - start, grid.epoch, grid.step, grid.round_,
-                                spec.cadence_seconds)
-
-
-def by_value_end(spec: JobSpec, key: PrimeKeyInfo) -> float | None:
-    """A bounded job on a time key without slots: its end (chunks are cut on a 1 s grid and
-    the last one stops just after it); None otherwise."""
-    return spec.end_tai if spec.end is not None and not (key.slotted and key.step) else None
 
 
 def chunks_over(
@@ -317,4 +180,3 @@ def split_chunk(chunk: ChunkPlan) -> tuple[ChunkPlan, ChunkPlan]:
                          chunk.first_slot + half * chunk.stride, chunk.slot_count - half,
                          chunk.stride)
     return first, second
-
