@@ -21,6 +21,7 @@ from service.db.models import (
     StoredFile,
 )
 from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
+from service.db.repo_staging import keep_sample, staged_sample
 from service.db.tar_rows import attach_members, finish_idle_tars
 
 EXPORT_RETENTION = timedelta(days=7)  # protocol L6
@@ -62,6 +63,7 @@ class OutcomesMixin(RepoBase):
                                   expires_at: datetime | None = None,
                                   request_id: str | None = None, method: str | None = None,
                                   protocol: str | None = None,
+                                  seen_ready_at: datetime | None = None,
                                   now: datetime | None = None) -> int | None:
         """Mark the export ready and create its file rows; returns how many need fetching.
 
@@ -76,6 +78,9 @@ class OutcomesMixin(RepoBase):
         Token: the poll claim's token; for a quick export answered at once (status 0 from
         exp_request) call this straight from ``reserving`` with the chunk claim's token and
         pass ``request_id``/``method``/``protocol`` here.
+
+        A staged export also leaves a staging observation (``repo_staging``), from its
+        ``submitted_at`` to ``seen_ready_at`` (when JSOC's status 0 arrived; default now).
         """
         if expires_at is not None:
             aware(expires_at, "expires_at")
@@ -89,6 +94,9 @@ class OutcomesMixin(RepoBase):
                 given["submitted_at"] = t
             rows = file_rows(files, job_id=export.job_id, chunk_id=export.chunk_id,
                              export_id=export_id, protocol=protocol or export.protocol, now=t)
+            sample = staged_sample(export, rows, index, seen_ready_at or t)
+            if sample is not None:
+                await keep_sample(s, sample, t)
             await s.execute(guarded(Export).where(Export.id == export_id).values(
                 state="ready", jsoc_status=0, index=index, ready_at=t, updated_at=t,
                 expires_at=expires_at or t + EXPORT_RETENTION, **given, **CLEARED))
