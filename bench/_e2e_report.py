@@ -175,15 +175,35 @@ def summary_markdown(results: list[WorkloadResult]) -> list[str]:
     return lines
 
 
-def tar_markdown(result: WorkloadResult) -> list[str]:
-    """Per-file vs url-tar vs auto: which was faster, and what auto did."""
-    variants = [t for t in result.tools if t.kind == "jsoc-bulk"]
-    timed = {t.name: result.median(t.name) for t in variants}
-    finished = {name: s for name, s in timed.items() if not math.isnan(s)}
-    fastest = min(finished, key=lambda n: finished[n]) if finished else "none finished"
-    auto = next((t for t in variants if t.method == "auto"), None)
-    picked = sorted({r.method for r in result.runs.get(auto.name, []) if r.method}) if auto \
-        else []
-    return [f"- {result.title}: fastest {fastest}; " + ", ".join(
-        f"{name} {seconds_text(s)}" for name, s in timed.items())
-        + f"; auto used {', '.join(picked) or '?'} (seen by the emulator)"]
+TAR_PER_FILE, TAR_TAR, TAR_AUTO = "jsoc-bulk url_quick", "jsoc-bulk url-tar", "jsoc-bulk auto"
+
+
+def tar_row(result: WorkloadResult) -> str:
+    """One ladder step: the times, which of per-file / url-tar was faster, what auto used and
+    whether that was the faster side."""
+    ref = result.reference
+    files = f"{ref.count:,} of ~{ref.nbytes / ref.count / 1e3:.0f} kB" if ref else result.title
+    if result.skipped:
+        return f"| {files} | skipped: {result.skipped} | | | | | | |"
+    per_file, tar, auto = (result.median(n) for n in (TAR_PER_FILE, TAR_TAR, TAR_AUTO))
+    faster = ("–" if math.isnan(per_file) or math.isnan(tar)
+              else "url-tar" if tar < per_file else "url_quick")
+    used = sorted({r.method for r in result.runs.get(TAR_AUTO, []) if r.method})
+    verdict = ("–" if faster == "–" or len(used) != 1
+               else "yes" if used == [faster] else "**no**")
+    return (f"| {files} | {seconds_text(result.median('curl'))} | {seconds_text(per_file)} | "
+            f"{seconds_text(tar)} | {seconds_text(auto)} | {', '.join(used) or '?'} | "
+            f"{faster} | {verdict} |")
+
+
+def tar_markdown(results: list[WorkloadResult]) -> list[str]:
+    """The ladder as one table, then what each auto run started from and chose."""
+    lines = ["| files | curl | jsoc-bulk url_quick (per file) | jsoc-bulk url-tar | jsoc-bulk "
+             "auto | auto used | faster side | auto on it |",
+             "|---:|---:|---:|---:|---:|---|---|---|"]
+    lines += [tar_row(r) for r in results]
+    lines.append("")
+    for result in results:
+        for i, run in enumerate(result.runs.get(TAR_AUTO, []), 1):
+            lines.append(f"- {result.name} auto run {i}: {run.note or '?'}")
+    return lines

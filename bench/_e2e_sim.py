@@ -164,11 +164,16 @@ class Daemon:
         return proc_cpu_seconds(self.proc.pid)
 
 
+def daemon_data_dir(tmp: Path) -> Path:
+    """The data dir (database, files) of the daemon `daemon(tmp, ...)` starts."""
+    return tmp / "data"
+
+
 @contextmanager
 def daemon(tmp: Path, jsoc_url: str, extra: list[str]) -> Iterator[Daemon]:
-    """`jsoc-bulk serve` (as `python -m service.cli serve`) with a fresh data dir in `tmp`,
-    yielded once /health says ok."""
-    port, data_dir, log = free_port(), tmp / "data", tmp / "daemon.log"
+    """`jsoc-bulk serve` (as `python -m service.cli serve`) with a fresh data dir in `tmp`
+    (unless a database was put there beforehand), yielded once /health says ok."""
+    port, data_dir, log = free_port(), daemon_data_dir(tmp), tmp / "daemon.log"
     cmd = [sys.executable, "-m", "service.cli", "serve", "--db-upgrade", "--host", HOST,
            "--port", str(port), "--jsoc-url", jsoc_url, "--email", EMAIL,
            "--data-dir", str(data_dir), *extra]

@@ -27,7 +27,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._e2e_sim import EMAIL, HOST, Daemon, Sim, daemon, method_seen, politeness
+from bench._e2e_sim import (
+    EMAIL,
+    HOST,
+    Daemon,
+    Sim,
+    daemon,
+    daemon_data_dir,
+    method_seen,
+    politeness,
+)
+from bench._e2e_staging import StagingLink
 
 POLL_INTERVAL = 0.05  # at first; then 1 % of the time waited so far (at most POLL_MAX)
 POLL_MAX = 0.25  # status calls cost the daemon CPU too: the time comes from finished_at
@@ -58,10 +68,10 @@ class Selection:
         return f"{self.series}[{self._text(self.start)}/{self.seconds}s]{wave}{{{self.segment}}}"
 
     def spec(self, method: str, protocol: str) -> dict[str, Any]:
-        """jsoc-bulk's job spec (its `end` is excluded)."""
+        """jsoc-bulk's job spec: its `end` is included, so it is the last slot's time."""
         spec: dict[str, Any] = {
             "series": self.series, "start": self._text(self.start),
-            "end": self._text(self.start + timedelta(seconds=self.seconds)),
+            "end": self._text(self.start + timedelta(seconds=self.seconds - self.cadence)),
             "segments": [self.segment], "protocol": protocol, "method": method}
         if self.wavelength:
             spec["wavelengths"] = [self.wavelength]
@@ -84,6 +94,7 @@ class Tool:
     method: str
     protocol: str
     daemon_args: tuple[str, ...] = ()
+    staging: StagingLink | None = field(default=None, compare=False)  # tar ladder's history
 
     @property
     def slug(self) -> str:
@@ -121,6 +132,7 @@ class Run:
     mismatch: str = ""  # finished, but its files differ from curl's in count or size
     sim: dict[str, int] = field(default_factory=dict)
     method: str = ""  # what the emulator served: url_quick, url or url-tar
+    note: str = ""  # jsoc-bulk auto: the history it started with and its logged choice
 
     @property
     def ok(self) -> bool:
@@ -270,7 +282,17 @@ def log_errors(log: Path, lines: int = 2) -> str:
     return " | ".join(found[-lines:])[:400]
 
 
+def auto_choices(log: Path) -> str:
+    """What the daemon logged for each `method: auto` choice (method and its reasons)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return " | ".join(ln.split("method auto -> ", 1)[1].strip() for ln in text.splitlines()
+                      if "method auto -> " in ln)
+
+
 def run_jsoc_bulk(tool: Tool, sim: Sim, sel: Selection, tmp: Path, opts: Options) -> Run:
+    link, note = tool.staging, ""
+    if link is not None and link.role == "seed":
+        note = link.history.seed(link.step, daemon_data_dir(tmp))
     with daemon(tmp, sim.url, [*opts.daemon_args, *tool.daemon_args]) as d:
         try:
             final, seconds, cpu = timed_job(d, sel.spec(tool.method, tool.protocol),
@@ -279,8 +301,12 @@ def run_jsoc_bulk(tool: Tool, sim: Sim, sel: Selection, tmp: Path, opts: Options
             raise RuntimeError(f"{type(exc).__name__}: {exc} [daemon log: "
                                f"{log_errors(d.log) or 'no errors'}]") from exc
         files, nbytes = dir_summary(d.download_dir)
+    if link is not None and link.role == "keep":
+        link.history.keep(link.step, d.data_dir)
+    if tool.method == "auto":
+        note = "; ".join(x for x in (note, f"chose {auto_choices(d.log) or '?'}") if x)
     error = job_error(final)
-    return Run(tool.name, seconds, cpu, files, nbytes,
+    return Run(tool.name, seconds, cpu, files, nbytes, note=note,
                error=f"{error} [daemon log: {log_errors(d.log)}]" if error else "")
 
 

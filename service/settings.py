@@ -122,9 +122,10 @@ class Settings(BaseSettings):
         8.0, ge=0, description="method auto: url-tar only for chunks whose files are at most "
         "this many MB on average (0: never url-tar)")
     tar_staging_seconds: float = Field(
-        30.0, ge=0, description="method auto: what url-tar's staging is expected to cost; "
-        "url-tar is chosen when the chunk's files times the measured round trip to JSOC "
-        "exceed it")
+        30.0, ge=0, description="method auto: what url-tar's staging is expected to cost "
+        "until the service has seen a staged export (then it is learned from the exports it "
+        "made); url-tar is chosen when the chunk's files times the measured round trip to "
+        "JSOC exceed the expected staging")
     max_chunk_mb: int = Field(20_000, ge=1, le=100_000, description="MB in one export, at "
                               "most (JSOC's hard limit is 100,000)")
 

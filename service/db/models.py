@@ -225,6 +225,22 @@ class Export(LeaseMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class StagingObservation(Base):
+    """How long one staged export took from request to ready, as this service saw it (what
+    ``method: auto`` learns url-tar's staging cost from; see ``stages.staging_estimate``).
+    Kept apart from ``exports`` so deleting jobs does not forget it; the newest are kept."""
+
+    __tablename__ = "staging_observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    method: Mapped[str] = mapped_column(String(32))
+    protocol: Mapped[str | None] = mapped_column(String(128))
+    records: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)  # JSOC's size estimate
+    seconds: Mapped[float]
+    observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class File(LeaseMixin, Base):
     """One file of a job: where it comes from, where it goes, and how far it got."""
 

@@ -10,6 +10,8 @@ The methods are grouped in mixins by concern (one module each):
                     split_chunk
 * ``repo_files``    claim_files_to_download (per-host limit), update_file_progress (fenced),
                     finish_file, fail_file, schedule_retry, stored files
+* ``repo_staging``  staging_samples (how long staged exports took; written by
+                    record_export_ready), add_staging_sample
 * ``repo_tars``     the same, extended with the outcomes of url-tar tar rows; tar_members
 * ``repo_workers``  heartbeat (lease renewal), list_workers, release_leases
 * ``repo_overview`` read-only dashboard views: a job's exports, politeness figures
@@ -42,13 +44,14 @@ from service.db.repo_metrics import MetricsMixin
 from service.db.repo_outcomes import OutcomesMixin
 from service.db.repo_overview import OverviewMixin
 from service.db.repo_plan import PlanMixin
+from service.db.repo_staging import StagingMixin, StagingSample
 from service.db.repo_tars import TarsMixin
 from service.db.repo_verified import VerifiedMixin
 from service.db.repo_workers import WorkersMixin
 
 
 class Repo(OverviewMixin, JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, TarsMixin,
-           WorkersMixin, MetricsMixin, VerifiedMixin):
+           WorkersMixin, MetricsMixin, VerifiedMixin, StagingMixin):
     """The service's database API (see the module docstring)."""
 
 
@@ -63,4 +66,5 @@ __all__ = [
     "PollClaim",
     "Repo",
     "RepoError",
+    "StagingSample",
 ]

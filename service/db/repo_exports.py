@@ -133,15 +133,18 @@ class ExportsMixin(RepoBase):
     async def record_export_submitted(self, export_id: int, *, request_id: str | None,
                                       status: int, wait: float, lease_token: int,
                                       method: str | None = None, protocol: str | None = None,
+                                      sent_at: datetime | None = None,
                                       now: datetime | None = None) -> bool:
         """Record JSOC's answer to exp_request (request id, status, wait); polling starts
-        ``wait`` seconds later. False when the chunk's lease was taken over (fenced)."""
+        ``wait`` seconds later. ``sent_at``: when the request went out (``submitted_at``,
+        where its staging time is counted from; default now). False when the chunk's lease
+        was taken over (fenced)."""
         async def tx(s: AsyncSession) -> bool:
             t = self.now(now)
             export = await self._fenced_export(s, export_id, lease_token, ("reserving",))
             await s.execute(guarded(Export).where(Export.id == export_id).values(
                 state="submitted", request_id=request_id, jsoc_status=status, wait_hint=wait,
-                method=method, protocol=protocol, submitted_at=t, updated_at=t,
+                method=method, protocol=protocol, submitted_at=sent_at or t, updated_at=t,
                 next_poll_at=t + timedelta(seconds=max(wait, 0))))
             await s.execute(guarded(Chunk).where(Chunk.id == export.chunk_id)
                             .values(lease_owner=None, lease_expires_at=None, updated_at=t))

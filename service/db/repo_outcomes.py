@@ -21,6 +21,7 @@ from service.db.models import (
     StoredFile,
 )
 from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
+from service.db.repo_staging import keep_sample, staged_sample
 from service.db.tar_rows import attach_members, finish_idle_tars
 
 EXPORT_RETENTION = timedelta(days=7)  # docs/jsoc-protocol.md §7.6
@@ -62,20 +63,24 @@ class OutcomesMixin(RepoBase):
                                   expires_at: datetime | None = None,
                                   request_id: str | None = None, method: str | None = None,
                                   protocol: str | None = None,
+                                  seen_ready_at: datetime | None = None,
                                   now: datetime | None = None) -> int | None:
         """Mark the export ready and create its file rows; returns how many need fetching.
 
         Each file: ``record``, ``url``, ``dest_path`` (required), ``segment``, ``size_expected``,
         ``file_key`` (content identity; default ``"<protocol>:<record>:<segment>"``), ``error``
         (the file cannot be fetched, e.g. a bad name from JSOC: it is listed failed). A url-tar
-        export lists its tar row and its members (see ``tar_rows``). A file the
-        job already has keeps its progress (a re-export only refreshes its URL); a file already
-        in stored_files is done if stored at the same path, else it is to be copied from there
-        (``source_path``, host ``"local"``). None when the lease was lost (fenced).
+        export lists its tar row and its members (see ``tar_rows``). A file the job already has
+        keeps its progress (a re-export only refreshes its URL); a file already in stored_files
+        is done if stored at the same path, else copied from there (``source_path``, host
+        ``"local"``). None when the lease was lost (fenced).
 
         Token: the poll claim's token; for a quick export answered at once (status 0 from
         exp_request) call this straight from ``reserving`` with the chunk claim's token and
         pass ``request_id``/``method``/``protocol`` here.
+
+        A staged export also leaves a staging observation (``repo_staging``), from its
+        ``submitted_at`` to ``seen_ready_at`` (when JSOC's status 0 arrived; default now).
         """
         if expires_at is not None:
             aware(expires_at, "expires_at")
@@ -89,6 +94,9 @@ class OutcomesMixin(RepoBase):
                 given["submitted_at"] = t
             rows = file_rows(files, job_id=export.job_id, chunk_id=export.chunk_id,
                              export_id=export_id, protocol=protocol or export.protocol, now=t)
+            sample = staged_sample(export, rows, index, seen_ready_at or t)
+            if sample is not None:
+                await keep_sample(s, sample, t)
             await s.execute(guarded(Export).where(Export.id == export_id).values(
                 state="ready", jsoc_status=0, index=index, ready_at=t, updated_at=t,
                 expires_at=expires_at or t + EXPORT_RETENTION, **given, **CLEARED))
@@ -96,23 +104,31 @@ class OutcomesMixin(RepoBase):
                                                  Chunk.state == "exporting")
                             .values(state="ready", updated_at=t, **CLEARED))
             await self._upsert_files(s, rows)
-            for row in rows[:MAX_LISTED_FAILURE_EVENTS]:
-                if row["error"]:
-                    await self._add_event(s, export.job_id, "file_failed",
-                                          f"{row['record']}: {row['error']}")
+            await self._listing_failures(s, export.job_id, rows)
             await attach_members(s, [export_id], t)
             await self._reuse_stored(s, export_id, t)
             await finish_idle_tars(s, t, File.export_id == export_id)
             await self._register_hosts(s, {r["host"] for r in rows} | {LOCAL_HOST})
             await recount_chunks(s, [export.chunk_id])
-            todo = await s.scalar(select(func.count()).where(File.chunk_id == export.chunk_id,
-                                                         File.state == "pending"))
-            await self._refresh_chunk(s, export.chunk_id)
-            return int(todo or 0)
+            return await self._pending_after_listing(s, export.chunk_id)
         try:
             return await self._run(tx)
         except LeaseLost:
             return None
+
+    async def _pending_after_listing(self, s: AsyncSession, chunk_id: int) -> int:
+        """Refresh the chunk's state; how many of its files are left to fetch."""
+        todo = await s.scalar(select(func.count()).where(File.chunk_id == chunk_id,
+                                                     File.state == "pending"))
+        await self._refresh_chunk(s, chunk_id)
+        return int(todo or 0)
+
+    async def _listing_failures(self, s: AsyncSession, job_id: str,
+                                rows: list[dict[str, Any]]) -> None:
+        """A job event for each listed file that cannot be fetched (bounded)."""
+        for row in rows[:MAX_LISTED_FAILURE_EVENTS]:
+            if row["error"]:
+                await self._add_event(s, job_id, "file_failed", f"{row['record']}: {row['error']}")
 
     async def _upsert_files(self, s: AsyncSession, rows: list[dict[str, Any]]) -> None:
         """Insert the listed files (one executemany); a file the job already has keeps its

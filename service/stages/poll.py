@@ -205,6 +205,7 @@ async def _job(ctx: StageContext, job_id: str) -> tuple[JobSpec, SeriesMeta] | N
 
 
 async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> None:
+    seen_ready_at = ctx.now()  # where the export's staging ends (listing it is not staging)
     try:
         found = await _job(ctx, claim.job_id)
         if found is None:
@@ -225,7 +226,8 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
         return
     todo = await ctx.repo.record_export_ready(claim.export_id, files=files,
                                               index=index_header(reply),
-                                              lease_token=claim.lease_token)
+                                              lease_token=claim.lease_token,
+                                              seen_ready_at=seen_ready_at)
     if todo is not None:
         log.info("export %s ready: %d file(s), %d to fetch", claim.request_id, len(files), todo)
         ctx.wakers.poke("download", "submit")

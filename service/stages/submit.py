@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 from service.db.repo import ExportClaim
 from service.jobspec import JobSpec, SpecError
@@ -26,7 +27,7 @@ from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
 from service.ops import metrics
 from service.planning.stored import StoredChunk
 from service.stages.context import StageContext
-from service.stages.method_choice import chunk_method
+from service.stages.method_choice import method_for_chunk
 from service.stages.placement import PlacementError
 from service.stages.plan import split_or_fail
 from service.stages.poll import index_header, ready_files
@@ -96,9 +97,11 @@ class Submission:
 
     async def _submit(self, spec: JobSpec, meta: SeriesMeta) -> None:
         ctx, claim = self.ctx, self.claim
-        method = chunk_method(spec, meta, ctx.settings, est_records=claim.est_records,
-                              est_bytes=claim.est_bytes, round_trip=ctx.jsoc.round_trip)
+        method = await method_for_chunk(ctx, spec, meta, chunk_id=claim.chunk_id,
+                                        est_records=claim.est_records,
+                                        est_bytes=claim.est_bytes)
         while await ctx.wait_for_jsoc():
+            sent_at = ctx.now()
             try:
                 reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,
                                                    method=method, protocol=spec.protocol,
@@ -121,12 +124,12 @@ class Submission:
                     await self._fail(exc.message, exc.status)
                 return
             ctx.jsoc_breaker.record_success()
-            await self._record(spec, meta, reply, method)
+            await self._record(spec, meta, reply, method, sent_at)
             return
         await self._abandon()
 
     async def _record(self, spec: JobSpec, meta: SeriesMeta, reply: ExportReply,
-                      method: str) -> None:
+                      method: str, sent_at: datetime) -> None:
         ctx, claim = self.ctx, self.claim
         if reply.status == 0 and not reply.request_id:  # url_quick: no staging, files listed
             files = await ready_files(ctx, spec, meta, reply, claim.recordset)
@@ -141,7 +144,7 @@ class Submission:
                 claim.export_id, request_id=reply.request_id, status=reply.status,
                 wait=0.0 if reply.status == 0 else ctx.poll_delay(reply.wait, 0),
                 lease_token=claim.lease_token, method=reply.method or method,
-                protocol=reply.protocol or spec.protocol)
+                protocol=reply.protocol or spec.protocol, sent_at=sent_at)
             log.info("chunk %s: export %s submitted (%s)", claim.chunk_id, reply.request_id,
                      reply.method or method)
         ctx.wakers.poke("poll", "download")

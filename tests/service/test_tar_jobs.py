@@ -23,6 +23,7 @@ from service.jsoc.metadata import SegmentInfo, SeriesMeta
 from service.manifest import manifest_name, read_manifest
 from service.settings import load_settings
 from service.stages.method_choice import chunk_method
+from service.stages.staging_estimate import StagingEstimate, estimate_staging
 from tests.service.jobs_harness import (
     EMAIL,
     Running,
@@ -230,9 +231,25 @@ def test_auto_method_choice(protocol: str, records: int, mb_per_record: float, s
     settings = load_settings(email=EMAIL)
     spec = JobSpec(series="hmi.x", start="2014.01.01", end="2014.01.02", protocol=protocol)
     est_bytes = int(records * mb_per_record * 2**20)
-    kw = {"est_records": records, "est_bytes": est_bytes, "round_trip": rtt}
+    nothing_seen = estimate_staging([], settings.tar_staging_seconds)  # 30 s, flat
+    kw = {"est_records": records, "est_bytes": est_bytes, "round_trip": rtt,
+          "staging": nothing_seen}
     assert chunk_method(spec, _meta(segments), settings, **kw) == expected
     explicit = spec.model_copy(update={"method": "url"})
     assert chunk_method(explicit, _meta(segments), settings, **kw) == "url"
     never = load_settings(email=EMAIL, tar_max_mean_mb=0)
     assert chunk_method(spec, _meta(segments), never, **kw) != "url-tar"
+
+
+@pytest.mark.parametrize(("records", "staging", "expected"), [
+    (300, StagingEstimate(10.0, 0.0, 1), "url-tar"),    # 15 s of round trips > 10 s learned
+    (1000, StagingEstimate(20.0, 0.5, 4), "url_quick"),  # 50 s < 520 s: staging grows faster
+    (1000, StagingEstimate(20.0, 0.02, 4), "url-tar"),   # 50 s > 40 s
+    (500, StagingEstimate(20.0, 0.02, 4), "url_quick"),  # 25 s < 30 s
+])
+def test_auto_weighs_the_learned_staging(records: int, staging: StagingEstimate,
+                                         expected: str) -> None:
+    spec = JobSpec(series="hmi.x", start="2014.01.01", end="2014.01.02", protocol="as-is")
+    assert chunk_method(spec, _meta(1), load_settings(email=EMAIL), est_records=records,
+                        est_bytes=records * 100_000, round_trip=0.05,
+                        staging=staging) == expected
