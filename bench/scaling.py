@@ -28,6 +28,7 @@ import asyncpg
 from sqlalchemy import insert
 
 from bench._procs import run_cli
+from service.db import UNFENCED
 from service.db.counters import recount_chunks
 from service.db.migrate import upgrade_async
 from service.db.models import Chunk, Export, File
@@ -47,7 +48,8 @@ async def populate(repo: Repo, n_files: int) -> str:
     n_chunks = -(-n_files // PER_CHUNK)
     await repo.add_chunks(job.id, [{"seq": i, "recordset": f"hmi.M_45s[{i}]"}
                                    for i in range(n_chunks)])
-    await repo.advance_plan(job.id, planned_until="end", next_seq=n_chunks, plan_done=True)
+    await repo.advance_plan(job.id, planned_until="end", next_seq=n_chunks, plan_done=True,
+                            lease_token=UNFENCED)
     await repo.start_job(job.id)
     now = datetime.now(UTC)
     async with repo.engine.begin() as conn:

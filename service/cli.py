@@ -28,11 +28,12 @@ from service.cli_options import add_settings_flags, add_spec_flags, spec_from_ar
 from service.cli_preview import print_preview
 from service.cli_progress import exports_info, follow_job, human_bytes, status_line
 from service.settings import Settings, SettingsError, load_settings
+from service.states import JobState
 from service.version import package_version
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
-FINAL_EXIT = {"succeeded": EXIT_OK, "completed_with_errors": EXIT_PARTIAL,
-              "failed": EXIT_FAILED, "cancelled": EXIT_FAILED}
+FINAL_EXIT = {JobState.SUCCEEDED: EXIT_OK, JobState.COMPLETED_WITH_ERRORS: EXIT_PARTIAL,
+              JobState.FAILED: EXIT_FAILED, JobState.CANCELLED: EXIT_FAILED}
 API_URL_ENV = "JSOC_BULK_API_URL"
 DEBUG_ENV = "JSOC_BULK_DEBUG"
 ACTIONS = ("cancel", "pause", "resume", "retry")
@@ -224,7 +225,7 @@ def _follow(client: ApiClient, job_id: str, interval: float) -> int:
     if where:
         print(where)
     state = job.get("state", "")
-    if state != "succeeded":
+    if state != JobState.SUCCEEDED:
         print(f"jsoc-bulk: job {job_id} ended {state}", file=sys.stderr)
     return FINAL_EXIT.get(state, EXIT_ERROR)
 

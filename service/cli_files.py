@@ -25,9 +25,10 @@ from service.manifest import (
     manifest_path,
     read_manifest,
 )
+from service.states import FileState
 
 CSV_FIELDS = ("path", "record", "segment", "state", "size", "sha256", "error")
-FILE_STATES = ("pending", "downloading", "done", "failed", "skipped")
+FILE_STATES = tuple(FileState)
 
 
 def add_commands(command: Any) -> None:
@@ -99,7 +100,7 @@ def cmd_verify(args: argparse.Namespace, client_factory: Any) -> int:
 
 
 def _job_expected(job: Job) -> Iterator[Expected]:
-    for e in job.files("done"):
+    for e in job.files(FileState.DONE):
         yield Expected(Path(e.path), e.size, e.sha256, _label(e.record, e.segment), e.id)
 
 
@@ -150,7 +151,7 @@ def _retry(client: Client, bad_by_job: dict[str, list[Mismatch]]) -> None:
         ids = [m.expected.file_id for m in bad if m.expected.file_id is not None]
         if not ids:  # from a manifest: find the rows by path
             wanted = {str(m.expected.path.resolve()) for m in bad}
-            ids = [e.id for e in job.files("done") if str(Path(e.path).resolve()) in wanted]
+            ids = [e.id for e in job.files(FileState.DONE) if str(Path(e.path).resolve()) in wanted]
         info = job.retry(files=ids)
         print(f"job {job_id}: asked to fetch {len(ids)} file(s) again; it is {info['state']}",
               file=sys.stderr)
@@ -163,7 +164,7 @@ def files_location(api: Any, job: dict[str, Any]) -> str | None:
     if not root:
         return None
     template = (job.get("spec") or {}).get("path_template") or "{series}/{filename}"
-    page = api.list_files(job["id"], state="done", limit=1)
+    page = api.list_files(job["id"], state=FileState.DONE, limit=1)
     if not page["items"]:
         return str(root)
     return str(manifest_path(Path(root), template, page["items"][0]["dest_path"],
@@ -175,7 +176,7 @@ def where_line(api: Any, job: dict[str, Any]) -> str | None:
     location = files_location(api, job)
     if location is None:
         return None
-    done = (job.get("files") or {}).get("done", 0)
+    done = (job.get("files") or {}).get(FileState.DONE, 0)
     manifest = manifest_name(job["id"]) if done else "none yet"
     return (f"files in {location} ({done} done; manifest {manifest}; list them: "
             f"jsoc-bulk files {job['id']})")

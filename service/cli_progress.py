@@ -9,7 +9,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-TERMINAL_STATES = frozenset({"succeeded", "completed_with_errors", "failed", "cancelled"})
+from service.states import JOB_FINAL, ExportState, FileState
+
+TERMINAL_STATES = frozenset(JOB_FINAL)
 JobFetcher = Callable[[], dict[str, Any]]
 
 
@@ -65,7 +67,7 @@ def bytes_info(job: Mapping[str, Any]) -> str:
 def exports_info(job: Mapping[str, Any], limit: int = 3) -> str:
     """JSOC request ids and states of the exports being staged, e.g.
     'JSOC_20240101_001 polling (status 1), JSOC_20240101_002 submitted'."""
-    staging = [e for e in job.get("active_exports") or [] if e.get("state") != "ready"]
+    staging = [e for e in job.get("active_exports") or [] if e.get("state") != ExportState.READY]
     parts = []
     for export in staging[:limit]:
         status = export.get("jsoc_status")
@@ -81,7 +83,7 @@ def status_line(job: Mapping[str, Any]) -> str:
     """One plain line describing a job's progress (for logs and non-terminals)."""
     chunks_done, chunks_total = _done_total(job.get("chunks"))
     files_text = files_done_total(job)[2]
-    failed = int((job.get("files") or {}).get("failed", 0))
+    failed = int((job.get("files") or {}).get(FileState.FAILED, 0))
     line = (f"job {job.get('id')} {job.get('state')}: chunks {chunks_done}/{chunks_total}, "
             f"files {files_text}")
     if failed:
@@ -120,7 +122,7 @@ class JobProgressView:
         info = f"job {job.get('id')}: {job.get('state')}"
         self.progress.update(self.state_task, info=info)
         exports = job.get("exports") or {}
-        ready = int(exports.get("ready", 0))
+        ready = int(exports.get(ExportState.READY, 0))
         self.progress.update(self.export_task, completed=ready, total=sum(exports.values()) or None,
                              info=f"{ready} ready  {exports_info(job)}".rstrip())
         done, total = _done_total(job.get("chunks"))

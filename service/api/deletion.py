@@ -12,6 +12,7 @@ from typing import NamedTuple
 from service.db.repo import Repo
 from service.download.paths import UnsafePathError, part_path, safe_join
 from service.manifest import manifest_path
+from service.states import FileState
 
 log = logging.getLogger(__name__)
 PAGE = 500
@@ -31,7 +32,7 @@ async def collect_job_files(repo: Repo, job_id: str) -> list[JobFile]:
     offset = 0
     while True:
         page = await repo.list_files(job_id, limit=PAGE, offset=offset)
-        files += [JobFile(f.dest_path, f.file_key, f.state == "done") for f in page]
+        files += [JobFile(f.dest_path, f.file_key, f.state == FileState.DONE) for f in page]
         if len(page) < PAGE:
             return files
         offset += PAGE

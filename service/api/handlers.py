@@ -48,6 +48,7 @@ from service.db.repo import InvalidTransition, NotFound, Repo
 from service.jobspec import JobSpec
 from service.jsoc.client import JsocClient
 from service.settings import Settings
+from service.states import JOB_UNPAUSED
 
 API_PREFIX = "/api/v1"
 MAX_IDEMPOTENCY_KEY = 255
@@ -181,7 +182,7 @@ async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
     if rate is None:
         rate = average_rate(summary.bytes_done, job.created_at, datetime.now(UTC))
     total = estimated_total(summary)
-    eta = eta_seconds(summary.bytes_done, total, rate) if job.state in ("queued", "running") \
+    eta = eta_seconds(summary.bytes_done, total, rate) if job.state in JOB_UNPAUSED \
         and not job.follow else None
     mirror = mirror_status(await c.repo.follow_state(job.id)) if job.follow else None
     detail = job_detail(summary, rate, eta, total, mirror)

@@ -4,8 +4,6 @@ notify email, active download connections per host, each against its limit)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -13,12 +11,10 @@ from service.api.handlers import ctx, parse_query
 from service.api.openapi import Endpoint
 from service.api.problems import json_response
 from service.api.schemas import MAX_OFFSET, MAX_PAGE, ExportOut, _Query, export_out
-from service.db.models import EXPORT_STATES
 from service.db.repo_overview import Politeness
 from service.settings import Settings
 from service.stages.context import download_connection_limit
-
-ExportState = Literal[EXPORT_STATES]  # type: ignore[valid-type]
+from service.states import ExportState
 
 
 class ExportListQuery(_Query):

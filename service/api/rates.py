@@ -14,9 +14,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from service.db.repo import JobSummary
+from service.states import CHUNK_UNLISTED, FileState
 from service.timeutil import TimeFormatError, parse_time
 
-UNLISTED_CHUNK_STATES = ("planned", "exporting")
+UNLISTED_CHUNK_STATES = CHUNK_UNLISTED
 
 WINDOW_SECONDS = 60.0
 MIN_SPAN_SECONDS = 1.0
@@ -102,7 +103,7 @@ def listed_total(summary: JobSummary) -> int:
     """Bytes of the files listed so far: their listed sizes, or the mean finished file times
     their number when JSOC listed no sizes."""
     listed_bytes = summary.bytes_expected
-    files_done = summary.files.get("done", 0)
+    files_done = summary.files.get(FileState.DONE, 0)
     if files_done and listed_bytes < summary.bytes_done:
         listed_bytes = round(summary.bytes_done / files_done * sum(summary.files.values()))
     return listed_bytes

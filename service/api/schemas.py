@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.db.models import (
-    CHUNK_STATES,
-    EXPORT_STATES,
-    FILE_STATES,
-    JOB_STATES,
-    File,
-    Job,
-    JobEvent,
-    Worker,
-)
+from service.db.models import File, Job, JobEvent, Worker
 from service.db.repo import JobSummary
 from service.db.repo_overview import ExportView
 from service.db.repo_plan import FollowState
+from service.states import (
+    CHUNK_STATES,
+    EXPORT_STATES,
+    FILE_STATES,
+    ChunkState,
+    ExportState,
+    FileState,
+    JobState,
+)
 from service.timeutil import format_tai, parse_time
 
-JobState = Literal[JOB_STATES]  # type: ignore[valid-type]
-FileState = Literal[FILE_STATES]  # type: ignore[valid-type]
 MAX_PAGE = 500
 MAX_OFFSET = 2**31 - 1  # row ids are 32-bit: no page starts further in
 
@@ -76,7 +74,7 @@ class ExportOut(BaseModel):
     id: int
     chunk_id: int
     request_id: str | None = Field(description="JSOC's request id (JSOC_...) once submitted")
-    state: Literal[EXPORT_STATES]  # type: ignore[valid-type]
+    state: ExportState
     jsoc_status: int | None = Field(description="JSOC's last status code for the request")
     method: str | None
     protocol: str | None
@@ -87,7 +85,7 @@ class ExportOut(BaseModel):
     ready_at: datetime | None
     expires_at: datetime | None
     next_poll_at: datetime | None
-    chunk_state: str
+    chunk_state: ChunkState
     start_time: str | None = Field(description="Start of the chunk's time range (JSOC time)")
     end_time: str | None
     files_open: int = Field(description="Files of the chunk pending or downloading")
@@ -237,7 +235,7 @@ class OpenApiDocument(BaseModel):
 
 
 def job_out(job: Job) -> JobOut:
-    return JobOut(id=job.id, state=job.state, priority=job.priority,  # type: ignore[arg-type]
+    return JobOut(id=job.id, state=job.state, priority=job.priority,
                   notify_email=job.notify_email, follow=bool(job.follow), spec=job.spec,
                   error=job.error, created_at=job.created_at, updated_at=job.updated_at,
                   finished_at=job.finished_at)
@@ -294,7 +292,7 @@ def export_out(view: ExportView) -> ExportOut:
 def file_out(f: File, root: Path | None = None) -> FileOut:
     path = str(root.resolve() / f.dest_path) if root is not None else None
     return FileOut(id=f.id, chunk_id=f.chunk_id, record=f.record, segment=f.segment, url=f.url,
-                   dest_path=f.dest_path, path=path, state=f.state,  # type: ignore[arg-type]
+                   dest_path=f.dest_path, path=path, state=f.state,
                    size_expected=f.size_expected, bytes_done=f.bytes_done, sha256=f.sha256,
                    attempts=f.attempts, error=f.error, updated_at=f.updated_at)
 

@@ -9,11 +9,13 @@ from service.db.engine import (
 )
 from service.db.migrate import MigrationError, upgrade, upgrade_async
 from service.db.repo import (
+    UNFENCED,
     ExportClaim,
     FileClaim,
     InvalidTransition,
     JobSummary,
     LeaseLost,
+    LeaseToken,
     NotFound,
     PlanClaim,
     PollClaim,
@@ -22,12 +24,14 @@ from service.db.repo import (
 )
 
 __all__ = [
+    "UNFENCED",
     "DatabaseURLError",
     "ExportClaim",
     "FileClaim",
     "InvalidTransition",
     "JobSummary",
     "LeaseLost",
+    "LeaseToken",
     "MigrationError",
     "NotFound",
     "PlanClaim",

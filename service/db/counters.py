@@ -18,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Chunk, File
 from service.db.tar_rows import NOT_TAR_ROW
+from service.states import FILE_OPEN, FileState
 
-BUCKETS = {"pending": "files_open", "downloading": "files_open", "done": "files_done",
-           "failed": "files_failed", "skipped": "files_skipped"}
+BUCKETS = {FileState.PENDING: "files_open", FileState.DOWNLOADING: "files_open",
+           FileState.DONE: "files_done", FileState.FAILED: "files_failed",
+           FileState.SKIPPED: "files_skipped"}
 COUNTERS = ("files_open", "files_done", "files_failed", "files_skipped", "bytes_done",
             "bytes_expected")
 
@@ -31,12 +33,12 @@ class ChunkDeltas:
     def __init__(self) -> None:
         self.by_chunk: dict[int, Counter[str]] = {}
 
-    def move(self, chunk_id: int, old: str, new: str, nbytes: int = 0) -> None:
+    def move(self, chunk_id: int, old: FileState, new: FileState, nbytes: int = 0) -> None:
         """A file of the chunk went from state ``old`` to ``new`` (``nbytes`` when done)."""
         delta = self.by_chunk.setdefault(chunk_id, Counter())
         delta[BUCKETS[old]] -= 1
         delta[BUCKETS[new]] += 1
-        if new == "done":
+        if new == FileState.DONE:
             delta["bytes_done"] += nbytes
 
     async def apply(self, s: AsyncSession) -> list[int]:
@@ -60,12 +62,13 @@ async def recount_chunks(s: AsyncSession, chunk_ids: Iterable[int]) -> None:
     """Set the counters of these chunks from their file rows (bounded by the chunks' size)."""
     for chunk_id in sorted(set(chunk_ids)):
         row = (await s.execute(select(
-            func.count().filter(File.state.in_(("pending", "downloading"))),
-            func.count().filter(File.state == "done"),
-            func.count().filter(File.state == "failed"),
-            func.count().filter(File.state == "skipped"),
-            func.coalesce(func.sum(case((File.state == "done", File.bytes_done), else_=0)), 0),
-            func.coalesce(func.sum(case((File.state != "skipped", File.size_expected),
+            func.count().filter(File.state.in_(FILE_OPEN)),
+            func.count().filter(File.state == FileState.DONE),
+            func.count().filter(File.state == FileState.FAILED),
+            func.count().filter(File.state == FileState.SKIPPED),
+            func.coalesce(func.sum(case((File.state == FileState.DONE, File.bytes_done),
+                                        else_=0)), 0),
+            func.coalesce(func.sum(case((File.state != FileState.SKIPPED, File.size_expected),
                                         else_=0)), 0),
         ).where(File.chunk_id == chunk_id, NOT_TAR_ROW))).one()
         await s.execute(update(Chunk).where(Chunk.id == chunk_id)

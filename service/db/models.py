@@ -1,6 +1,6 @@
 """SQLAlchemy 2 ORM models: the persistent state of the download service.
 
-States (docs/architecture.md §3):
+States (docs/architecture.md §3; the enums and their named sets are in ``service/states.py``):
 
 * job:    queued → running → succeeded | completed_with_errors | failed | cancelled (+ paused)
 * chunk:  planned → exporting → ready → downloading → done | failed | cancelled | split
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -37,17 +38,21 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.safetext import clean_text
+from service.states import (  # the sets re-exported for old importers (tests)
+    CHUNK_OPEN,  # noqa: F401
+    CHUNK_STATES,
+    EXPORT_PENDING,  # noqa: F401
+    EXPORT_STATES,
+    FILE_STATES,
+    JOB_ACTIVE,  # noqa: F401
+    JOB_FINAL,  # noqa: F401
+    JOB_STATES,
+    ChunkState,
+    ExportState,
+    FileState,
+    JobState,
+)
 
-JOB_STATES = ("queued", "running", "paused", "succeeded", "completed_with_errors", "failed",
-              "cancelled")
-JOB_ACTIVE = ("queued", "running", "paused")
-JOB_FINAL = ("succeeded", "completed_with_errors", "failed", "cancelled")
-CHUNK_STATES = ("planned", "exporting", "ready", "downloading", "done", "failed", "cancelled",
-                "split")
-CHUNK_OPEN = ("planned", "exporting", "ready", "downloading")
-EXPORT_STATES = ("reserving", "submitted", "polling", "ready", "expired", "error")
-EXPORT_PENDING = ("reserving", "submitted", "polling")  # count against the per-email limit
-FILE_STATES = ("pending", "downloading", "done", "failed", "skipped")
 LOCAL_HOST = "local"  # host of files copied from an already stored file instead of fetched
 
 NAMING = {
@@ -100,6 +105,26 @@ class MessageText(TypeDecorator[str]):
         return None if value is None else clean_text(str(value))
 
 
+S = TypeVar("S", bound=StrEnum)
+
+
+class StateColumn(TypeDecorator[S]):
+    """A state column: a string in the database, its ``StrEnum`` member in Python."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[S], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str.__str__(value)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> S | None:
+        return None if value is None else self.enum(value)
+
+
 def _states_check(name: str, states: tuple[str, ...]) -> CheckConstraint:
     allowed = ", ".join(f"'{s}'" for s in states)
     return CheckConstraint(f"state IN ({allowed})", name=name)
@@ -132,7 +157,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
     spec: Mapped[dict[str, Any]]
-    state: Mapped[str] = mapped_column(String(24), default="queued")
+    state: Mapped[JobState] = mapped_column(StateColumn(JobState, 24), default=JobState.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     notify_email: Mapped[str] = mapped_column(String(320))
     idempotency_key: Mapped[str | None] = mapped_column(unique=True)
@@ -179,7 +204,8 @@ class Chunk(LeaseMixin, Base):
     end_time: Mapped[str | None] = mapped_column(String(64))
     est_records: Mapped[int | None] = mapped_column(BigInteger)
     est_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16), default="planned")
+    state: Mapped[ChunkState] = mapped_column(StateColumn(ChunkState, 16),
+                                              default=ChunkState.PLANNED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(MessageText)
@@ -211,7 +237,8 @@ class Export(LeaseMixin, Base):
     method: Mapped[str | None] = mapped_column(String(32))
     protocol: Mapped[str | None] = mapped_column(String(128))
     notify_email: Mapped[str] = mapped_column(String(320))
-    state: Mapped[str] = mapped_column(String(16), default="reserving")
+    state: Mapped[ExportState] = mapped_column(StateColumn(ExportState, 16),
+                                               default=ExportState.RESERVING)
     jsoc_status: Mapped[int | None] = mapped_column(Integer)
     wait_hint: Mapped[float | None]
     polls: Mapped[int] = mapped_column(Integer, default=0)
@@ -273,7 +300,8 @@ class File(LeaseMixin, Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     etag: Mapped[str | None] = mapped_column(String(255))
     last_modified: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[FileState] = mapped_column(StateColumn(FileState, 16),
+                                             default=FileState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(MessageText)

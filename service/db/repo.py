@@ -27,16 +27,15 @@ are simply claimable again, so no sweeper is needed.
 
 from __future__ import annotations
 
+from service.db.errors import InvalidTransition, LeaseLost, NotFound, RepoError
 from service.db.repo_base import (
+    UNFENCED,
     ExportClaim,
     FileClaim,
-    InvalidTransition,
     JobSummary,
-    LeaseLost,
-    NotFound,
+    LeaseToken,
     PlanClaim,
     PollClaim,
-    RepoError,
 )
 from service.db.repo_exports import ExportsMixin
 from service.db.repo_jobs import JobsMixin
@@ -56,11 +55,13 @@ class Repo(OverviewMixin, JobsMixin, PlanMixin, ExportsMixin, OutcomesMixin, Tar
 
 
 __all__ = [
+    "UNFENCED",
     "ExportClaim",
     "FileClaim",
     "InvalidTransition",
     "JobSummary",
     "LeaseLost",
+    "LeaseToken",
     "NotFound",
     "PlanClaim",
     "PollClaim",

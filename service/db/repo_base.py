@@ -1,4 +1,4 @@
-"""Shared machinery of the repository: transactions, dialect helpers, errors, claim records.
+"""Shared machinery of the repository: transactions, dialect helpers, fencing, claim records.
 
 Every public repository method runs one short transaction through ``RepoBase._run``. On SQLite
 the transaction begins IMMEDIATE (one writer at a time); on Postgres claims lock what they need
@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Self, TypeVar
+from enum import Enum
+from typing import Any, Final, Literal, Self, TypeVar
 
 from sqlalchemy import ColumnElement, Update, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,8 +24,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.db.engine import make_engine, session_factory
-from service.db.models import CHUNK_OPEN, Chunk, Export, HostSlot, Job, JobEvent, utcnow
+from service.db.errors import LeaseLost
+from service.db.models import Chunk, Export, HostSlot, Job, JobEvent, utcnow
 from service.ops import metrics
+from service.states import CHUNK_LISTED, CHUNK_OPEN, ChunkState, ExportState, JobState
 
 T = TypeVar("T")
 MAX_TX_ATTEMPTS = 6
@@ -32,20 +35,17 @@ MAX_EVENTS_PER_JOB = 50
 RETRYABLE_SQLSTATES = {"40P01", "40001", "55P03"}  # deadlock, serialization, lock not available
 
 
-class RepoError(Exception):
-    """A repository operation was refused."""
+class Unfenced(Enum):
+    """The type of ``UNFENCED``."""
+
+    UNFENCED = "unfenced"
 
 
-class NotFound(RepoError, LookupError):
-    """The job (or other row) does not exist."""
-
-
-class InvalidTransition(RepoError):
-    """The requested state change is not allowed from the row's current state."""
-
-
-class LeaseLost(RepoError):
-    """The caller's lease was taken over (fencing token mismatch) or the row moved on."""
+# Passed as ``lease_token`` by a caller that holds no lease and acts anyway (an admin action,
+# a test setting up rows, the split of a chunk whose export a poll found too large): the write
+# is then checked against the row's state only, never against a fencing token.
+UNFENCED: Final = Unfenced.UNFENCED
+LeaseToken = int | Literal[Unfenced.UNFENCED]
 
 
 @dataclass(frozen=True)
@@ -246,7 +246,7 @@ class RepoBase:
             await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))  # backoff, not a wait
         raise AssertionError("unreachable")
 
-    async def _fenced_export(self, s: AsyncSession, export_id: int, lease_token: int | None,
+    async def _fenced_export(self, s: AsyncSession, export_id: int, lease_token: LeaseToken,
                              states: tuple[str, ...]) -> Export:
         """Lock the export; raise LeaseLost unless it is in ``states`` and the caller's token
         is current (the chunk's token while reserving, the export's token afterwards)."""
@@ -258,8 +258,8 @@ class RepoBase:
         export, chunk_token = row
         if export.state not in states:
             raise LeaseLost(f"export {export_id} is {export.state}, not {'/'.join(states)}")
-        current = chunk_token if export.state == "reserving" else export.lease_token
-        if lease_token is not None and lease_token != current:
+        current = chunk_token if export.state == ExportState.RESERVING else export.lease_token
+        if lease_token is not UNFENCED and lease_token != current:
             raise LeaseLost(f"lease on export {export_id} was taken over")
         return export
 
@@ -298,12 +298,12 @@ class RepoBase:
         """
         row = (await s.execute(select(Chunk.state, Chunk.files_open, Chunk.files_failed)
                                .where(Chunk.id == chunk_id).with_for_update())).one_or_none()
-        if row is None or row.state not in ("ready", "downloading") or row.files_open > 0:
+        if row is None or row.state not in CHUNK_LISTED or row.files_open > 0:
             return
         failed = row.files_failed
         result = await s.execute(
-            guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(("ready", "downloading")))
-            .values(state="failed" if failed else "done", updated_at=self.now(),
+            guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(CHUNK_LISTED))
+            .values(state=ChunkState.FAILED if failed else ChunkState.DONE, updated_at=self.now(),
                     error=f"{failed} file(s) failed" if failed else None)
             .returning(Chunk.job_id))
         job_id = result.scalar_one_or_none()
@@ -316,7 +316,7 @@ class RepoBase:
         the job's chunks, never over its files."""
         job = (await s.execute(select(Job.state, Job.plan_done, Job.follow)
                                .where(Job.id == job_id).with_for_update())).one_or_none()
-        if job is None or job.state != "running" or not job.plan_done or job.follow:
+        if job is None or job.state != JobState.RUNNING or not job.plan_done or job.follow:
             return
         rows = await s.execute(
             select(Chunk.state, func.count(), func.sum(Chunk.files_failed),
@@ -329,12 +329,13 @@ class RepoBase:
             done_files += int(done or 0)
         if any(counts.get(state) for state in CHUNK_OPEN):
             return
-        if not counts.get("failed") and not failed_files:
-            final = "succeeded"
+        if not counts.get(ChunkState.FAILED) and not failed_files:
+            final = JobState.SUCCEEDED
         else:
-            final = "completed_with_errors" if counts.get("done") or done_files else "failed"
+            final = (JobState.COMPLETED_WITH_ERRORS if counts.get(ChunkState.DONE) or done_files
+                     else JobState.FAILED)
         now = self.now()
-        await s.execute(guarded(Job).where(Job.id == job_id, Job.state == "running")
+        await s.execute(guarded(Job).where(Job.id == job_id, Job.state == JobState.RUNNING)
                         .values(state=final, finished_at=now, updated_at=now))
 
 
@@ -345,14 +346,6 @@ async def _held(lock: asyncio.Lock | None) -> AsyncIterator[None]:
         return
     async with lock:
         yield
-
-
-async def fenced(result: Awaitable[Any]) -> bool:
-    """Await a fenced transaction: True on success, False when the lease was lost."""
-    try:
-        return bool(await result)
-    except LeaseLost:
-        return False
 
 
 def aware(value: datetime, name: str) -> datetime:

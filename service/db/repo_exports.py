@@ -13,16 +13,16 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import EXPORT_PENDING, Chunk, EmailSlot, Export, Job
+from service.db.models import Chunk, EmailSlot, Export, Job
 from service.db.repo_base import (
     ExportClaim,
     PollClaim,
     RepoBase,
-    fenced,
     guarded,
     lease_free,
     lease_until,
 )
+from service.states import EXPORT_PENDING, EXPORT_POLLED, ChunkState, ExportState, JobState
 
 CANDIDATE_JOBS = 100
 
@@ -67,7 +67,7 @@ class ExportsMixin(RepoBase):
         """Running jobs with a chunk ready to export, in service order."""
         rows = await s.execute(
             select(Job.id, Job.notify_email)
-            .where(Job.state == "running", select(Chunk.id).where(
+            .where(Job.state == JobState.RUNNING, select(Chunk.id).where(
                 Chunk.job_id == Job.id, *self._chunk_due(t)).exists())
             .order_by(Job.priority.desc(), Job.last_served_at.asc().nulls_first(),
                       Job.created_at, Job.id)
@@ -76,7 +76,7 @@ class ExportsMixin(RepoBase):
 
     @staticmethod
     def _chunk_due(t: datetime) -> list[Any]:
-        return [Chunk.state == "planned", lease_free(Chunk, t),
+        return [Chunk.state == ChunkState.PLANNED, lease_free(Chunk, t),
                 or_(Chunk.next_attempt_at.is_(None), Chunk.next_attempt_at <= t)]
 
     async def _pending_count(self, s: AsyncSession, email: str) -> int:
@@ -93,11 +93,11 @@ class ExportsMixin(RepoBase):
         if row is None:
             return None
         chunk, email, spec = row
-        token = await self._lease_chunk(s, chunk, worker_id, t, until, state="exporting")
+        token = await self._lease_chunk(s, chunk, worker_id, t, until, state=ChunkState.EXPORTING)
         if token is None:
             return None
-        export = Export(job_id=job_id, chunk_id=chunk.id, notify_email=email, state="reserving",
-                        created_at=t, updated_at=t)
+        export = Export(job_id=job_id, chunk_id=chunk.id, notify_email=email,
+                        state=ExportState.RESERVING, created_at=t, updated_at=t)
         s.add(export)
         await s.flush()
         await s.execute(guarded(Job).where(Job.id == job_id).values(last_served_at=t))
@@ -108,15 +108,16 @@ class ExportsMixin(RepoBase):
         """Lease a chunk whose reservation lost its worker (lease released or expired)."""
         row = (await s.execute(
             select(Chunk, Export.id, Job.notify_email, Job.spec)
-            .join(Export, and_(Export.chunk_id == Chunk.id, Export.state == "reserving"))
+            .join(Export, and_(Export.chunk_id == Chunk.id, Export.state == ExportState.RESERVING))
             .join(Job, Job.id == Chunk.job_id)
-            .where(Chunk.state == "exporting", Job.state == "running", lease_free(Chunk, t))
+            .where(Chunk.state == ChunkState.EXPORTING, Job.state == JobState.RUNNING,
+                   lease_free(Chunk, t))
             .order_by(Job.priority.desc(), Chunk.id).limit(1)
             .with_for_update(of=Chunk, skip_locked=True))).one_or_none()
         if row is None:
             return None
         chunk, export_id, email, spec = row
-        token = await self._lease_chunk(s, chunk, worker_id, t, until, state="exporting")
+        token = await self._lease_chunk(s, chunk, worker_id, t, until, state=ChunkState.EXPORTING)
         return None if token is None else _export_claim(export_id, chunk, email, spec, token,
                                                         resumed=True)
 
@@ -137,19 +138,20 @@ class ExportsMixin(RepoBase):
                                       now: datetime | None = None) -> bool:
         """Record JSOC's answer to exp_request (request id, status, wait); polling starts
         ``wait`` seconds later. ``sent_at``: when the request went out (``submitted_at``,
-        where its staging time is counted from; default now). False when the chunk's lease
-        was taken over (fenced)."""
+        where its staging time is counted from; default now). Raises LeaseLost when the chunk's
+        lease was taken over."""
         async def tx(s: AsyncSession) -> bool:
             t = self.now(now)
-            export = await self._fenced_export(s, export_id, lease_token, ("reserving",))
+            export = await self._fenced_export(s, export_id, lease_token, (ExportState.RESERVING,))
             await s.execute(guarded(Export).where(Export.id == export_id).values(
-                state="submitted", request_id=request_id, jsoc_status=status, wait_hint=wait,
-                method=method, protocol=protocol, submitted_at=sent_at or t, updated_at=t,
+                state=ExportState.SUBMITTED, request_id=request_id, jsoc_status=status,
+                wait_hint=wait, method=method, protocol=protocol, submitted_at=sent_at or t,
+                updated_at=t,
                 next_poll_at=t + timedelta(seconds=max(wait, 0))))
             await s.execute(guarded(Chunk).where(Chunk.id == export.chunk_id)
                             .values(lease_owner=None, lease_expires_at=None, updated_at=t))
             return True
-        return await fenced(self._run(tx))
+        return await self._run(tx)
 
     async def claim_exports_to_poll(self, worker_id: str, *, limit: int = 10,
                                     lease_seconds: float = 120,
@@ -159,7 +161,7 @@ class ExportsMixin(RepoBase):
         async def tx(s: AsyncSession) -> list[PollClaim]:
             t = self.now(now)
             exports = (await s.execute(
-                select(Export).where(Export.state.in_(("submitted", "polling")),
+                select(Export).where(Export.state.in_(EXPORT_POLLED),
                                      Export.next_poll_at <= t, lease_free(Export, t))
                 .order_by(Export.next_poll_at, Export.id).limit(limit)
                 .with_for_update(skip_locked=True))).scalars().all()
@@ -180,21 +182,22 @@ class ExportsMixin(RepoBase):
         """When the earliest scheduled status poll is due (None when no export waits)."""
         async def tx(s: AsyncSession) -> datetime | None:
             return await s.scalar(select(func.min(Export.next_poll_at)).where(
-                Export.state.in_(("submitted", "polling"))))
+                Export.state.in_(EXPORT_POLLED)))
         return await self._run(tx, read_only=True)
 
     async def record_poll(self, export_id: int, *, status: int, wait: float, lease_token: int,
                           error: str | None = None, now: datetime | None = None) -> bool:
-        """Record a pending exp_status answer; the next poll is due ``wait`` seconds later."""
+        """Record a pending exp_status answer; the next poll is due ``wait`` seconds later.
+        Raises LeaseLost when the export's lease was taken over."""
         async def tx(s: AsyncSession) -> bool:
             t = self.now(now)
-            await self._fenced_export(s, export_id, lease_token, ("submitted", "polling"))
+            await self._fenced_export(s, export_id, lease_token, EXPORT_POLLED)
             await s.execute(guarded(Export).where(Export.id == export_id).values(
-                state="polling", jsoc_status=status, wait_hint=wait, error=error,
+                state=ExportState.POLLING, jsoc_status=status, wait_hint=wait, error=error,
                 polls=Export.polls + 1, next_poll_at=t + timedelta(seconds=max(wait, 0)),
                 lease_owner=None, lease_expires_at=None, updated_at=t))
             return True
-        return await fenced(self._run(tx))
+        return await self._run(tx)
 
 
 def _export_claim(export_id: int, chunk: Chunk, email: str, spec: dict[str, Any], token: int,

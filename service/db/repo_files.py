@@ -26,9 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from service.db.counters import ChunkDeltas
+from service.db.errors import LeaseLost
 from service.db.models import LOCAL_HOST, Chunk, Export, File, HostSlot, Job, StoredFile
-from service.db.repo_base import FileClaim, RepoBase, aware, guarded, lease_until
+from service.db.repo_base import (
+    UNFENCED,
+    FileClaim,
+    LeaseToken,
+    RepoBase,
+    aware,
+    guarded,
+    lease_until,
+)
 from service.db.tar_rows import MemberDone, attach_members, member_name
+from service.states import FILE_OPEN, ChunkState, ExportState, FileState, JobState
 
 CLEARED = {"lease_owner": None, "lease_expires_at": None, "lane": None}
 OutcomeKind = Literal["done", "retry", "fail", "release", "progress", "tar_progress",
@@ -38,7 +48,9 @@ _Other = aliased(File)
 
 @dataclass(frozen=True)
 class FileOutcome:
-    """What happened to a leased file. ``lease_token`` None skips the fence (tests, admin).
+    """What happened to a leased file, fenced by the claim's ``lease_token`` (``UNFENCED``: by
+    the row's state only, for a row nobody leased, e.g. a tar member, which its tar row's lease
+    covers).
 
     Tar rows (see ``tar_rows``): ``tar_progress`` of the tar row records ``members`` done and
     the resume offset ``bytes_done`` (and a fresh response's ``etag``/``last_modified``);
@@ -47,7 +59,7 @@ class FileOutcome:
 
     file_id: int
     kind: OutcomeKind
-    lease_token: int | None = None
+    lease_token: LeaseToken
     sha256: str | None = None
     size: int | None = None
     path: str | None = None  # done: where the file was placed, if not its dest_path
@@ -72,8 +84,8 @@ def _claimable(t: datetime, expired: bool) -> list[Any]:
     ``(job_id, host, state, chunk_id, id)`` index in order instead of sorting the job's files.
     """
     if expired:
-        return [File.state == "downloading", File.lease_expires_at <= t]
-    return [File.state == "pending",
+        return [File.state == FileState.DOWNLOADING, File.lease_expires_at <= t]
+    return [File.state == FileState.PENDING,
             or_(File.next_attempt_at.is_(None), File.next_attempt_at <= t)]
 
 
@@ -81,15 +93,15 @@ def _not_fetched_elsewhere(t: datetime) -> Any:
     """No other row with the same content is being downloaded now (it will be placed from
     that one when it finishes)."""
     return ~exists().where(_Other.file_key == File.file_key, _Other.id != File.id,
-                           _Other.state == "downloading", _Other.lease_expires_at > t)
+                           _Other.state == FileState.DOWNLOADING, _Other.lease_expires_at > t)
 
 
 def _ready_for(host: str, t: datetime, expired: bool) -> Any:
     """Files of ``host`` that a claim may take now (export ready, job running)."""
     return (select(File.id).join(Export, Export.id == File.export_id)
             .join(Job, Job.id == File.job_id)
-            .where(File.host == host, *_claimable(t, expired), Export.state == "ready",
-                   Job.state == "running", _not_fetched_elsewhere(t)))
+            .where(File.host == host, *_claimable(t, expired), Export.state == ExportState.READY,
+                   Job.state == JobState.RUNNING, _not_fetched_elsewhere(t)))
 
 
 async def _has_work(s: AsyncSession, host: str, t: datetime) -> bool:
@@ -146,7 +158,7 @@ class FilesMixin(RepoBase):
 
     async def _active_connections(self, s: AsyncSession, host: str, lane: str | None,
                                   t: datetime) -> int:
-        live = [File.host == host, File.state == "downloading", File.lease_expires_at > t]
+        live = [File.host == host, File.state == FileState.DOWNLOADING, File.lease_expires_at > t]
         lanes = await s.scalar(select(func.count(File.lane.distinct())).where(
             *live, File.lane.is_not(None), File.lane != (lane or "")))
         single = await s.scalar(select(func.count()).where(*live, File.lane.is_(None)))
@@ -157,7 +169,7 @@ class FilesMixin(RepoBase):
         ready = or_(*(_ready_for(host, t, expired).where(File.job_id == Job.id).exists()
                       for expired in (False, True)))
         return await s.scalar(
-            select(Job.id).where(Job.state == "running", ready)
+            select(Job.id).where(Job.state == JobState.RUNNING, ready)
             .order_by(Job.priority.desc(), Job.files_served_at.asc().nulls_first(),
                       Job.created_at, Job.id).limit(1))
 
@@ -168,7 +180,7 @@ class FilesMixin(RepoBase):
             rows += (await s.execute(
                 select(File).join(Export, Export.id == File.export_id)
                 .where(File.job_id == job_id, File.host == host, *_claimable(t, expired),
-                       Export.state == "ready", _not_fetched_elsewhere(t))
+                       Export.state == ExportState.READY, _not_fetched_elsewhere(t))
                 .order_by(File.chunk_id, File.id).limit(count - len(rows))
                 .with_for_update(of=File, skip_locked=True))).scalars().all()
             if len(rows) >= count:
@@ -189,14 +201,14 @@ class FilesMixin(RepoBase):
             return []
         rows = await s.execute(
             guarded(File).where(File.id.in_([f.id for f in files]))
-            .values(state="downloading", lease_owner=worker_id, lane=lane, updated_at=t,
+            .values(state=FileState.DOWNLOADING, lease_owner=worker_id, lane=lane, updated_at=t,
                     lease_expires_at=lease_until(t, lease_seconds),
                     lease_token=File.lease_token + 1)
             .returning(File.id, File.lease_token))
         tokens = dict(rows.all())
         await s.execute(guarded(Chunk).where(Chunk.id.in_({f.chunk_id for f in files}),
-                                             Chunk.state == "ready")
-                        .values(state="downloading", updated_at=t))
+                                             Chunk.state == ChunkState.READY)
+                        .values(state=ChunkState.DOWNLOADING, updated_at=t))
         await s.execute(guarded(Job).where(Job.id == files[0].job_id)
                         .values(files_served_at=t))
         return [FileClaim(f.id, f.job_id, f.chunk_id, f.export_id, f.url, f.host, f.dest_path,
@@ -217,7 +229,8 @@ class FilesMixin(RepoBase):
     async def record_file_outcomes(self, outcomes: Sequence[FileOutcome], *,
                                    now: datetime | None = None) -> list[bool]:
         """Record many outcomes in one transaction (a group commit). Each result is False when
-        that file's lease was lost (fenced) or it was no longer in a matching state."""
+        that file's lease was lost (fenced) or it was no longer in a matching state: a batch
+        reports lost leases per outcome; the one-file methods below raise LeaseLost instead."""
         for o in outcomes:
             if o.next_attempt_at is not None:
                 aware(o.next_attempt_at, "next_attempt_at")
@@ -243,24 +256,24 @@ class FilesMixin(RepoBase):
     async def _apply(self, s: AsyncSession, o: FileOutcome, t: datetime,
                      deltas: ChunkDeltas) -> bool:
         """A retry, failure or release of one file (rare: one statement each)."""
-        states = ("pending", "downloading") if o.kind == "fail" else ("downloading",)
+        states = FILE_OPEN if o.kind == "fail" else (FileState.DOWNLOADING,)
         values: dict[str, Any] = {"updated_at": t, **CLEARED}
         if o.bytes_done is not None:
             values["bytes_done"] = o.bytes_done
         if o.kind == "fail":
-            values.update(state="failed", error=o.error, attempts=File.attempts + 1)
+            values.update(state=FileState.FAILED, error=o.error, attempts=File.attempts + 1)
         elif o.kind == "retry":
-            values.update(state="pending", error=o.error, next_attempt_at=o.next_attempt_at,
+            values.update(state=FileState.PENDING, error=o.error, next_attempt_at=o.next_attempt_at,
                           attempts=File.attempts + 1)
         else:
-            values.update(state="pending")
+            values.update(state=FileState.PENDING)
         row = (await s.execute(
             guarded(File).where(*self._fence(o, states)).values(values)
             .returning(File.chunk_id, File.job_id, File.record))).one_or_none()
         if row is None:
             return False
         if o.kind == "fail":
-            deltas.move(row.chunk_id, "pending", "failed")
+            deltas.move(row.chunk_id, FileState.PENDING, FileState.FAILED)
             await self._add_event(s, row.job_id, "file_failed", f"{row.record}: {o.error}")
         elif o.kind == "retry":  # visible on the job while the file waits for its next try
             await self._add_event(s, row.job_id, "file_retry", f"{row.record}: {o.error}",
@@ -270,7 +283,7 @@ class FilesMixin(RepoBase):
     @staticmethod
     def _fence(o: FileOutcome, states: tuple[str, ...]) -> list[Any]:
         cond = [File.id == o.file_id, File.state.in_(states)]
-        if o.lease_token is not None:
+        if o.lease_token is not UNFENCED:
             cond.append(File.lease_token == o.lease_token)
         return cond
 
@@ -281,7 +294,7 @@ class FilesMixin(RepoBase):
                 values[name] = getattr(o, name)
         if o.lease_seconds is not None:
             values["lease_expires_at"] = lease_until(t, o.lease_seconds)
-        result = await s.execute(guarded(File).where(*self._fence(o, ("downloading",)))
+        result = await s.execute(guarded(File).where(*self._fence(o, (FileState.DOWNLOADING,)))
                                  .values(values))
         return result.rowcount == 1
 
@@ -298,8 +311,8 @@ class FilesMixin(RepoBase):
             query = query.with_for_update()
         rows = {r.id: r for r in (await s.execute(query)).all()}
         held = [o for o in outcomes if (r := rows.get(o.file_id)) is not None
-                and r.state == "downloading"
-                and (o.lease_token is None or o.lease_token == r.lease_token)]
+                and r.state == FileState.DOWNLOADING
+                and (o.lease_token is UNFENCED or o.lease_token == r.lease_token)]
         if held:
             await self._store_done(s, held, rows, t, deltas)
         kept = {id(o) for o in held}
@@ -312,14 +325,15 @@ class FilesMixin(RepoBase):
                    "b_path": o.path or rows[o.file_id].dest_path} for o in held]
         await conn.execute(
             table.update().where(table.c.id == bindparam("b_id"))
-            .values(state="done", sha256=bindparam("b_sha"), bytes_done=bindparam("b_size"),
+            .values(state=FileState.DONE, sha256=bindparam("b_sha"), bytes_done=bindparam("b_size"),
                     dest_path=bindparam("b_path"), error=None, updated_at=t, **CLEARED),
             params)
         await conn.execute(self.insert(StoredFile.__table__).on_conflict_do_nothing(), [
             {"file_key": rows[p["b_id"]].file_key, "path": p["b_path"], "size": p["b_size"],
              "sha256": p["b_sha"], "created_at": t} for p in params])
         for o in held:
-            deltas.move(rows[o.file_id].chunk_id, "downloading", "done", o.size or 0)
+            deltas.move(rows[o.file_id].chunk_id, FileState.DOWNLOADING, FileState.DONE,
+                        o.size or 0)
         await self._place_twins(s, {rows[p["b_id"]].file_key: p for p in params}, t, deltas)
 
     async def _place_twins(self, s: AsyncSession, done: dict[str, dict[str, Any]],
@@ -329,15 +343,15 @@ class FilesMixin(RepoBase):
         (host ``local``) instead of fetched again."""
         twins = (await s.execute(
             select(File.id, File.chunk_id, File.dest_path, File.file_key)
-            .where(File.file_key.in_(list(done)), File.state == "pending",
+            .where(File.file_key.in_(list(done)), File.state == FileState.PENDING,
                    File.source_path.is_(None)))).all()
         for twin_id, chunk_id, dest, key in twins:
             first = done[key]
             if dest == first["b_path"]:
                 await s.execute(guarded(File).where(File.id == twin_id).values(
-                    state="done", sha256=first["b_sha"], bytes_done=first["b_size"],
+                    state=FileState.DONE, sha256=first["b_sha"], bytes_done=first["b_size"],
                     updated_at=t, **CLEARED))
-                deltas.move(chunk_id, "pending", "done", first["b_size"])
+                deltas.move(chunk_id, FileState.PENDING, FileState.DONE, first["b_size"])
             else:
                 await s.execute(guarded(File).where(File.id == twin_id).values(
                     host=LOCAL_HOST, source_path=first["b_path"], updated_at=t))
@@ -350,7 +364,7 @@ class FilesMixin(RepoBase):
                                    now: datetime | None = None) -> bool:
         """Record bytes written so far (and validators); optionally extend the lease.
 
-        False when the lease was taken over: the caller must stop writing the file.
+        Raises LeaseLost when the lease was taken over: the caller must stop writing the file.
         """
         return await self._one(FileOutcome(file_id, "progress", lease_token,
                                            bytes_done=bytes_done, etag=etag,
@@ -358,20 +372,20 @@ class FilesMixin(RepoBase):
                                            lease_seconds=lease_seconds), now)
 
     async def finish_file(self, file_id: int, *, sha256: str, size: int,
-                          path: str | None = None, lease_token: int | None = None,
+                          path: str | None = None, lease_token: LeaseToken,
                           now: datetime | None = None) -> bool:
         """A verified file is in place (at ``path``, default its dest_path): done, and listed
-        in stored_files so no job fetches it again. False when the lease was lost."""
+        in stored_files so no job fetches it again. Raises LeaseLost when the lease was lost."""
         return await self._one(FileOutcome(file_id, "done", lease_token, sha256=sha256,
                                            size=size, path=path), now)
 
-    async def fail_file(self, file_id: int, error: str, *, lease_token: int | None = None,
+    async def fail_file(self, file_id: int, error: str, *, lease_token: LeaseToken,
                         now: datetime | None = None) -> bool:
         """Give up on a file (permanent error or retries exhausted)."""
         return await self._one(FileOutcome(file_id, "fail", lease_token, error=error), now)
 
     async def schedule_retry(self, file_id: int, *, next_attempt_at: datetime, error: str,
-                             lease_token: int | None = None, bytes_done: int | None = None,
+                             lease_token: LeaseToken, bytes_done: int | None = None,
                              now: datetime | None = None) -> bool:
         """Put a downloading file back to pending until ``next_attempt_at`` (attempts + 1)."""
         return await self._one(FileOutcome(file_id, "retry", lease_token, error=error,
@@ -379,7 +393,11 @@ class FilesMixin(RepoBase):
                                            bytes_done=bytes_done), now)
 
     async def _one(self, outcome: FileOutcome, now: datetime | None) -> bool:
+        """One outcome in its own transaction: True, or LeaseLost when it was not recorded."""
         [result] = await self.record_file_outcomes([outcome], now=now)
+        if not result:
+            raise LeaseLost(f"file {outcome.file_id}: lease taken over, or no longer in a "
+                            f"state that allows {outcome.kind!r}")
         return result
 
     # -- stored files ------------------------------------------------------------------------
@@ -406,11 +424,11 @@ class FilesMixin(RepoBase):
             waiting = (await s.execute(
                 select(File.id, File.url, File.export_id)
                 .where(File.file_key == file_key, File.source_path.is_not(None),
-                       File.state.in_(("pending", "downloading")))
+                       File.state.in_(FILE_OPEN))
             )).all()
             for file_id, url, _ in waiting:
                 await s.execute(guarded(File).where(File.id == file_id).values(
-                    source_path=None, host=urlsplit(url).netloc, state="pending",
+                    source_path=None, host=urlsplit(url).netloc, state=FileState.PENDING,
                     lease_token=File.lease_token + 1, **CLEARED))
             await self._register_hosts(s, [urlsplit(url).netloc for _, url, _ in waiting])
             await attach_members(s, [e for _, url, e in waiting if member_name(url) and e],

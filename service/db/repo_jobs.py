@@ -8,28 +8,26 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import (
+from service.db.errors import InvalidTransition, NotFound
+from service.db.models import Chunk, Export, File, Job, JobEvent, new_job_id
+from service.db.repo_base import JobSummary, RepoBase, check_states, guarded
+from service.db.tar_rows import NOT_TAR_ROW, revive_tars
+from service.states import (
     CHUNK_OPEN,
     CHUNK_STATES,
+    CHUNK_UNLISTED,
     EXPORT_PENDING,
+    FILE_OPEN,
     FILE_STATES,
+    JOB_ACTIVE,
+    JOB_RETRYABLE,
     JOB_STATES,
-    Chunk,
-    Export,
-    File,
-    Job,
-    JobEvent,
-    new_job_id,
+    JOB_UNPAUSED,
+    ChunkState,
+    ExportState,
+    FileState,
+    JobState,
 )
-from service.db.repo_base import (
-    InvalidTransition,
-    JobSummary,
-    NotFound,
-    RepoBase,
-    check_states,
-    guarded,
-)
-from service.db.tar_rows import NOT_TAR_ROW, revive_tars
 
 LEASE_CLEARED = {"lease_owner": None, "lease_expires_at": None}
 
@@ -56,8 +54,9 @@ class JobsMixin(RepoBase):
         async def tx(s: AsyncSession) -> tuple[Job, bool]:
             now = self.now()
             job_id = new_job_id()
-            values = {"id": job_id, "spec": dict(spec), "state": "queued", "priority": priority,
-                      "notify_email": notify_email, "idempotency_key": idempotency_key,
+            values = {"id": job_id, "spec": dict(spec), "state": JobState.QUEUED,
+                      "priority": priority, "notify_email": notify_email,
+                      "idempotency_key": idempotency_key,
                       "follow": follow, "created_at": now, "updated_at": now}
             stmt = self.insert(Job).values(values)
             if idempotency_key is not None:
@@ -157,21 +156,21 @@ class JobsMixin(RepoBase):
         """Cancel a job: open chunks cancelled, pending exports closed, files skipped."""
         async def tx(s: AsyncSession) -> Job:
             job = await _require_job(s, job_id)
-            if job.state == "cancelled":
+            if job.state == JobState.CANCELLED:
                 return job
-            await self._transition(s, job_id, ("queued", "running", "paused"), "cancelled",
+            await self._transition(s, job_id, JOB_ACTIVE, JobState.CANCELLED,
                                    "cancel", finished=True)
             now = self.now()
             await s.execute(guarded(Chunk).where(Chunk.job_id == job_id,
                                                  Chunk.state.in_(CHUNK_OPEN))
-                            .values(state="cancelled", updated_at=now, **LEASE_CLEARED))
+                            .values(state=ChunkState.CANCELLED, updated_at=now, **LEASE_CLEARED))
             await s.execute(guarded(Export).where(Export.job_id == job_id,
                                                   Export.state.in_(EXPORT_PENDING))
-                            .values(state="error", error="job cancelled", updated_at=now,
+                            .values(state=ExportState.ERROR, error="job cancelled", updated_at=now,
                                     **LEASE_CLEARED))
             await s.execute(guarded(File).where(File.job_id == job_id,
-                                                File.state.in_(("pending", "downloading")))
-                            .values(state="skipped", updated_at=now, lane=None,
+                                                File.state.in_(FILE_OPEN))
+                            .values(state=FileState.SKIPPED, updated_at=now, lane=None,
                                     **LEASE_CLEARED))
             await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.files_open > 0)
                             .values(files_skipped=Chunk.files_skipped + Chunk.files_open,
@@ -182,24 +181,24 @@ class JobsMixin(RepoBase):
     async def start_job(self, job_id: str) -> Job:
         """Let a queued job's chunks be claimed (planning also does this)."""
         async def tx(s: AsyncSession) -> Job:
-            if (await _require_job(s, job_id)).state != "running":
-                await self._transition(s, job_id, ("queued",), "running", "start")
+            if (await _require_job(s, job_id)).state != JobState.RUNNING:
+                await self._transition(s, job_id, (JobState.QUEUED,), JobState.RUNNING, "start")
             return await _reload_job(s, job_id)
         return await self._run(tx)
 
     async def pause_job(self, job_id: str) -> Job:
         """Stop claiming new work for a job (in-flight work may finish)."""
         async def tx(s: AsyncSession) -> Job:
-            if (await _require_job(s, job_id)).state != "paused":
-                await self._transition(s, job_id, ("queued", "running"), "paused", "pause")
+            if (await _require_job(s, job_id)).state != JobState.PAUSED:
+                await self._transition(s, job_id, JOB_UNPAUSED, JobState.PAUSED, "pause")
             return await _reload_job(s, job_id)
         return await self._run(tx)
 
     async def resume_job(self, job_id: str) -> Job:
         """Resume a paused job."""
         async def tx(s: AsyncSession) -> Job:
-            if (await _require_job(s, job_id)).state != "running":
-                await self._transition(s, job_id, ("paused",), "running", "resume")
+            if (await _require_job(s, job_id)).state != JobState.RUNNING:
+                await self._transition(s, job_id, (JobState.PAUSED,), JobState.RUNNING, "resume")
                 await self._refresh_job(s, job_id)
             return await _reload_job(s, job_id)
         job = await self._run(tx)
@@ -209,7 +208,7 @@ class JobsMixin(RepoBase):
     async def fail_job(self, job_id: str, error: str) -> Job:
         """Fail a whole job (e.g. its spec cannot be planned)."""
         async def tx(s: AsyncSession) -> Job:
-            await self._transition(s, job_id, ("queued", "running", "paused"), "failed", "fail",
+            await self._transition(s, job_id, JOB_ACTIVE, JobState.FAILED, "fail",
                                    finished=True, error=error)
             await self._add_event(s, job_id, "job_failed", error)
             return await _reload_job(s, job_id)
@@ -220,14 +219,14 @@ class JobsMixin(RepoBase):
         for a retry due at once; the job runs again."""
         async def tx(s: AsyncSession) -> Job:
             job = await _require_job(s, job_id)
-            allowed = ("failed", "completed_with_errors", "running", "paused")
+            allowed = (*JOB_RETRYABLE, JobState.RUNNING, JobState.PAUSED)
             if job.state not in allowed:
                 raise InvalidTransition(f"cannot retry job {job_id}: it is {job.state} "
                                         f"(allowed when {', '.join(allowed)})")
             await self._reset_failures(s, job_id)
-            if job.state in ("failed", "completed_with_errors"):
-                await self._transition(s, job_id, (job.state,), "running", "retry", error=None,
-                                       finished_at=None, plan_lease_owner=None,
+            if job.state in JOB_RETRYABLE:
+                await self._transition(s, job_id, (job.state,), JobState.RUNNING, "retry",
+                                       error=None, finished_at=None, plan_lease_owner=None,
                                        plan_lease_expires_at=None)
             await self._refresh_job(s, job_id)
             return await _reload_job(s, job_id)
@@ -238,16 +237,17 @@ class JobsMixin(RepoBase):
     async def _reset_failures(self, s: AsyncSession, job_id: str) -> None:
         now = self.now()
         has_ready_export = (select(Export.id).where(Export.chunk_id == Chunk.id,
-                                                    Export.state == "ready").exists())
+                                                    Export.state == ExportState.READY).exists())
         reset = {"attempts": 0, "next_attempt_at": None, "error": None, "updated_at": now}
-        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed",
-                                             has_ready_export)
-                        .values(state="ready", **reset))
-        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed")
-                        .values(state="planned", **reset, **LEASE_CLEARED))
-        await s.execute(guarded(File).where(File.job_id == job_id, File.state == "failed")
-                        .values(state="pending", **reset))
-        await s.execute(guarded(File).where(File.job_id == job_id, File.state == "pending",
+        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id,
+                                             Chunk.state == ChunkState.FAILED, has_ready_export)
+                        .values(state=ChunkState.READY, **reset))
+        await s.execute(guarded(Chunk).where(Chunk.job_id == job_id,
+                                             Chunk.state == ChunkState.FAILED)
+                        .values(state=ChunkState.PLANNED, **reset, **LEASE_CLEARED))
+        await s.execute(guarded(File).where(File.job_id == job_id, File.state == FileState.FAILED)
+                        .values(state=FileState.PENDING, **reset))
+        await s.execute(guarded(File).where(File.job_id == job_id, File.state == FileState.PENDING,
                                             File.next_attempt_at.is_not(None))
                         .values(**reset))  # waiting retries: due at once
         await revive_tars(s, now, File.job_id == job_id)  # members back: their tars too
@@ -259,7 +259,7 @@ class JobsMixin(RepoBase):
         """Delete a job and everything recorded for it (not while it is running)."""
         async def tx(s: AsyncSession) -> None:
             job = await _require_job(s, job_id)
-            if job.state == "running":
+            if job.state == JobState.RUNNING:
                 raise InvalidTransition(f"cannot delete job {job_id}: it is running "
                                         "(cancel or pause it first)")
             await s.execute(delete(Job).where(Job.id == job_id)
@@ -293,16 +293,16 @@ async def _chunk_and_file_totals(s: AsyncSession, job_id: str, summary: JobSumma
     for state, n, *values in rows:
         summary.chunks[state] = n
         totals = [t + int(v) for t, v in zip(totals, values[:6], strict=True)]
-        if state not in ("split", "cancelled"):
+        if state not in (ChunkState.SPLIT, ChunkState.CANCELLED):
             summary.est_bytes += int(values[6])
-        if state in ("planned", "exporting"):
+        if state in CHUNK_UNLISTED:
             summary.est_unlisted += int(values[6])
     opened, done, failed, skipped, bytes_done, expected = totals
     moving, partial = (await s.execute(
         select(func.count(), func.coalesce(func.sum(File.bytes_done), 0))
-        .where(File.job_id == job_id, File.state == "downloading", NOT_TAR_ROW))).one()
-    counts = {"pending": opened - int(moving), "downloading": int(moving), "done": done,
-              "failed": failed, "skipped": skipped}
+        .where(File.job_id == job_id, File.state == FileState.DOWNLOADING, NOT_TAR_ROW))).one()
+    counts = {FileState.PENDING: opened - int(moving), FileState.DOWNLOADING: int(moving),
+              FileState.DONE: done, FileState.FAILED: failed, FileState.SKIPPED: skipped}
     summary.files.update({k: v for k, v in counts.items() if v})
     summary.bytes_done, summary.bytes_expected = bytes_done + int(partial), expected
 

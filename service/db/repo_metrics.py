@@ -13,9 +13,10 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import EXPORT_PENDING, JOB_ACTIVE, Chunk, Export, File, HostSlot, Job, Worker
+from service.db.models import Chunk, Export, File, HostSlot, Job, Worker
 from service.db.repo_base import RepoBase
 from service.db.tar_rows import NOT_TAR_ROW
+from service.states import EXPORT_PENDING, JOB_ACTIVE, JOB_UNPAUSED, ChunkState, FileState
 
 
 @dataclass
@@ -85,22 +86,22 @@ async def _job_figures(s: AsyncSession, snap: MetricsSnapshot) -> None:
                             .group_by(Chunk.job_id))).all()
     moving = dict((await s.execute(
         select(File.job_id, func.count()).where(
-            File.job_id.in_(snap.active_jobs), File.state == "downloading", NOT_TAR_ROW)
+            File.job_id.in_(snap.active_jobs), File.state == FileState.DOWNLOADING, NOT_TAR_ROW)
         .group_by(File.job_id))).all())
     for job_id, opened, done, failed, skipped, bytes_done, expected in rows:
         figures = snap.active_jobs[job_id]
         downloading = int(moving.get(job_id, 0))
-        figures.files = {"pending": max(0, int(opened) - downloading),
-                         "downloading": downloading, "done": int(done),
-                         "failed": int(failed), "skipped": int(skipped)}
+        figures.files = {FileState.PENDING: max(0, int(opened) - downloading),
+                         FileState.DOWNLOADING: downloading, FileState.DONE: int(done),
+                         FileState.FAILED: int(failed), FileState.SKIPPED: int(skipped)}
         figures.bytes_done, figures.bytes_expected = int(bytes_done), int(expected)
 
 
 async def _queue(s: AsyncSession, snap: MetricsSnapshot) -> dict[str, int]:
     """Work waiting: jobs still to plan, chunks waiting for an export, files to download."""
     to_plan = await s.scalar(select(func.count()).where(
-        Job.state.in_(("queued", "running")), Job.plan_done.is_(False)))
+        Job.state.in_(JOB_UNPAUSED), Job.plan_done.is_(False)))
     to_export = await s.scalar(select(func.count()).select_from(Chunk).where(
-        Chunk.state == "planned", Chunk.job_id.in_(snap.active_jobs)))
-    to_fetch = sum(j.files.get("pending", 0) for j in snap.active_jobs.values())
+        Chunk.state == ChunkState.PLANNED, Chunk.job_id.in_(snap.active_jobs)))
+    to_fetch = sum(j.files.get(FileState.PENDING, 0) for j in snap.active_jobs.values())
     return {"plan": int(to_plan or 0), "export": int(to_export or 0), "download": to_fetch}

@@ -11,18 +11,21 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.counters import recount_chunks
-from service.db.models import (
-    CHUNK_OPEN,
-    EXPORT_PENDING,
-    LOCAL_HOST,
-    Chunk,
-    Export,
-    File,
-    StoredFile,
-)
-from service.db.repo_base import LeaseLost, RepoBase, aware, fenced, guarded
+from service.db.errors import LeaseLost
+from service.db.models import LOCAL_HOST, Chunk, Export, File, StoredFile
+from service.db.repo_base import UNFENCED, LeaseToken, RepoBase, aware, guarded
 from service.db.repo_staging import keep_sample, staged_sample
 from service.db.tar_rows import attach_members, finish_idle_tars
+from service.states import (
+    CHUNK_OPEN,
+    CHUNK_UNLISTED,
+    EXPORT_EXPIRABLE,
+    EXPORT_PENDING,
+    FILE_OPEN,
+    ChunkState,
+    ExportState,
+    FileState,
+)
 
 EXPORT_RETENTION = timedelta(days=7)  # docs/jsoc-protocol.md §7.6
 MAX_LISTED_FAILURE_EVENTS = 1000  # rows looked at for failed-on-listing events (bounded anyway)
@@ -49,7 +52,8 @@ def file_rows(files: Sequence[Mapping[str, Any]], *, job_id: str, chunk_id: int,
                      "record": f["record"], "segment": f.get("segment"), "file_key": key,
                      "url": f["url"], "host": host, "dest_path": f["dest_path"],
                      "size_expected": f.get("size_expected"),
-                     "state": "failed" if f.get("error") else "pending", "error": f.get("error"),
+                     "state": FileState.FAILED if f.get("error") else FileState.PENDING,
+                     "error": f.get("error"),
                      "created_at": now, "updated_at": now})
     return rows
 
@@ -58,8 +62,8 @@ class OutcomesMixin(RepoBase):
     """What happens to an export after submission."""
 
     async def record_export_ready(self, export_id: int, *, files: Sequence[Mapping[str, Any]],
+                                  lease_token: LeaseToken,
                                   index: dict[str, Any] | None = None,
-                                  lease_token: int | None = None,
                                   expires_at: datetime | None = None,
                                   request_id: str | None = None, method: str | None = None,
                                   protocol: str | None = None,
@@ -73,7 +77,7 @@ class OutcomesMixin(RepoBase):
         export lists its tar row and its members (see ``tar_rows``). A file the job already has
         keeps its progress (a re-export only refreshes its URL); a file already in stored_files
         is done if stored at the same path, else copied from there (``source_path``, host
-        ``"local"``). None when the lease was lost (fenced).
+        ``"local"``). Raises LeaseLost when the lease was lost.
 
         Token: the poll claim's token; for a quick export answered at once (status 0 from
         exp_request) call this straight from ``reserving`` with the chunk claim's token and
@@ -90,7 +94,7 @@ class OutcomesMixin(RepoBase):
             export = await self._fenced_export(s, export_id, lease_token, EXPORT_PENDING)
             given = {k: v for k, v in (("request_id", request_id), ("method", method),
                                        ("protocol", protocol)) if v is not None}
-            if export.state == "reserving":
+            if export.state == ExportState.RESERVING:
                 given["submitted_at"] = t
             rows = file_rows(files, job_id=export.job_id, chunk_id=export.chunk_id,
                              export_id=export_id, protocol=protocol or export.protocol, now=t)
@@ -98,11 +102,11 @@ class OutcomesMixin(RepoBase):
             if sample is not None:
                 await keep_sample(s, sample, t)
             await s.execute(guarded(Export).where(Export.id == export_id).values(
-                state="ready", jsoc_status=0, index=index, ready_at=t, updated_at=t,
+                state=ExportState.READY, jsoc_status=0, index=index, ready_at=t, updated_at=t,
                 expires_at=expires_at or t + EXPORT_RETENTION, **given, **CLEARED))
             await s.execute(guarded(Chunk).where(Chunk.id == export.chunk_id,
-                                                 Chunk.state == "exporting")
-                            .values(state="ready", updated_at=t, **CLEARED))
+                                                 Chunk.state == ChunkState.EXPORTING)
+                            .values(state=ChunkState.READY, updated_at=t, **CLEARED))
             await self._upsert_files(s, rows)
             await self._listing_failures(s, export.job_id, rows)
             await attach_members(s, [export_id], t)
@@ -111,15 +115,12 @@ class OutcomesMixin(RepoBase):
             await self._register_hosts(s, {r["host"] for r in rows} | {LOCAL_HOST})
             await recount_chunks(s, [export.chunk_id])
             return await self._pending_after_listing(s, export.chunk_id)
-        try:
-            return await self._run(tx)
-        except LeaseLost:
-            return None
+        return await self._run(tx)
 
     async def _pending_after_listing(self, s: AsyncSession, chunk_id: int) -> int:
         """Refresh the chunk's state; how many of its files are left to fetch."""
         todo = await s.scalar(select(func.count()).where(File.chunk_id == chunk_id,
-                                                     File.state == "pending"))
+                                                     File.state == FileState.PENDING))
         await self._refresh_chunk(s, chunk_id)
         return int(todo or 0)
 
@@ -141,15 +142,15 @@ class OutcomesMixin(RepoBase):
         conn = await s.connection()
         await conn.execute(stmt.on_conflict_do_update(
             index_elements=["job_id", "file_key"], set_=refresh,
-            where=File.__table__.c.state != "done"), rows)
+            where=File.__table__.c.state != FileState.DONE), rows)
 
     async def _reuse_stored(self, s: AsyncSession, export_id: int, t: datetime) -> None:
         """Files whose content is already stored: done in place, or copied from the store."""
         stored = select(StoredFile).where(StoredFile.file_key == File.file_key)
         same_path = stored.where(StoredFile.path == File.dest_path)
-        pending = and_(File.export_id == export_id, File.state == "pending")
+        pending = and_(File.export_id == export_id, File.state == FileState.PENDING)
         await s.execute(guarded(File).where(pending, same_path.exists()).values(
-            state="done", updated_at=t, source_path=None,
+            state=FileState.DONE, updated_at=t, source_path=None,
             bytes_done=same_path.with_only_columns(StoredFile.size).scalar_subquery(),
             sha256=same_path.with_only_columns(StoredFile.sha256).scalar_subquery()))
         await s.execute(guarded(File).where(pending, stored.exists()).values(
@@ -164,18 +165,18 @@ class OutcomesMixin(RepoBase):
             t = self.now(now)
             chunk_id = (await s.execute(
                 guarded(Export).where(Export.id == export_id,
-                                      Export.state.in_(("submitted", "polling", "ready")))
-                .values(state="expired", error=error, updated_at=t, **CLEARED)
+                                      Export.state.in_(EXPORT_EXPIRABLE))
+                .values(state=ExportState.EXPIRED, error=error, updated_at=t, **CLEARED)
                 .returning(Export.chunk_id))).scalar_one_or_none()
             if chunk_id is None:
                 return False
             await s.execute(guarded(File).where(File.chunk_id == chunk_id,
-                                                File.state.in_(("pending", "downloading")))
-                            .values(state="pending", lease_token=File.lease_token + 1,
+                                                File.state.in_(FILE_OPEN))
+                            .values(state=FileState.PENDING, lease_token=File.lease_token + 1,
                                     updated_at=t, **FILE_CLEARED))
             job_id = (await s.execute(
                 guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(CHUNK_OPEN))
-                .values(state="planned", next_attempt_at=None, updated_at=t, **CLEARED)
+                .values(state=ChunkState.PLANNED, next_attempt_at=None, updated_at=t, **CLEARED)
                 .returning(Chunk.job_id))).scalar_one_or_none()
             if job_id is not None:
                 await self._add_event(s, job_id, "export_expired",
@@ -184,47 +185,49 @@ class OutcomesMixin(RepoBase):
             return True
         return await self._run(tx)
 
-    async def fail_export(self, export_id: int, *, error: str, lease_token: int | None = None,
+    async def fail_export(self, export_id: int, *, error: str, lease_token: LeaseToken,
                           jsoc_status: int | None = None, retry_at: datetime | None = None,
                           now: datetime | None = None) -> bool:
         """The export failed. With ``retry_at`` its chunk is planned again from then (attempts
-        counted); without, the chunk fails. False when the lease was lost (fenced)."""
+        counted); without, the chunk fails. Raises LeaseLost when the lease was lost."""
         if retry_at is not None:
             aware(retry_at, "retry_at")
         async def tx(s: AsyncSession) -> bool:
             t = self.now(now)
             export = await self._fenced_export(s, export_id, lease_token, EXPORT_PENDING)
             await s.execute(guarded(Export).where(Export.id == export_id).values(
-                state="error", error=error, jsoc_status=jsoc_status, updated_at=t, **CLEARED))
+                state=ExportState.ERROR, error=error, jsoc_status=jsoc_status, updated_at=t,
+                **CLEARED))
             if retry_at is None:
                 await self._fail_chunk(s, export.chunk_id, error)
                 return True
             await s.execute(guarded(Chunk).where(Chunk.id == export.chunk_id,
-                                                 Chunk.state == "exporting")
-                            .values(state="planned", attempts=Chunk.attempts + 1, error=error,
-                                    next_attempt_at=retry_at, updated_at=t, **CLEARED))
+                                                 Chunk.state == ChunkState.EXPORTING)
+                            .values(state=ChunkState.PLANNED, attempts=Chunk.attempts + 1,
+                                    error=error, next_attempt_at=retry_at, updated_at=t, **CLEARED))
             return True
-        return await fenced(self._run(tx))
+        return await self._run(tx)
 
     async def _fail_chunk(self, s: AsyncSession, chunk_id: int, message: str) -> None:
         t = self.now()
         await s.execute(guarded(Export).where(Export.chunk_id == chunk_id,
                                               Export.state.in_(EXPORT_PENDING))
-                        .values(state="error", error=message, updated_at=t, **CLEARED))
+                        .values(state=ExportState.ERROR, error=message, updated_at=t, **CLEARED))
         await s.execute(guarded(File).where(File.chunk_id == chunk_id,
-                                            File.state.in_(("pending", "downloading")))
-                        .values(state="failed", error=message, updated_at=t, **FILE_CLEARED))
+                                            File.state.in_(FILE_OPEN))
+                        .values(state=FileState.FAILED, error=message, updated_at=t,
+                                **FILE_CLEARED))
         await recount_chunks(s, [chunk_id])
         job_id = (await s.execute(
             guarded(Chunk).where(Chunk.id == chunk_id, Chunk.state.in_(CHUNK_OPEN))
-            .values(state="failed", error=message, updated_at=t, **CLEARED)
+            .values(state=ChunkState.FAILED, error=message, updated_at=t, **CLEARED)
             .returning(Chunk.job_id))).scalar_one_or_none()
         if job_id is not None:
             await self._add_event(s, job_id, "chunk_failed", f"chunk {chunk_id}: {message}")
             await self._refresh_job(s, job_id)
 
     async def split_chunk(self, chunk_id: int, children: Sequence[Mapping[str, Any]], *,
-                          lease_token: int | None = None,
+                          lease_token: LeaseToken,
                           reason: str = "export too large (JSOC status 3)") -> list[int]:
         """Replace a planned/exporting chunk by smaller ones (same seq, parts "0", "1", …).
 
@@ -240,23 +243,24 @@ class OutcomesMixin(RepoBase):
             parent = await s.get(Chunk, chunk_id)
             if parent is None:
                 raise LeaseLost(f"chunk {chunk_id} no longer exists")
-            if lease_token is not None and parent.lease_token != lease_token:
+            if lease_token is not UNFENCED and parent.lease_token != lease_token:
                 raise LeaseLost(f"lease on chunk {chunk_id} was taken over")
             prefix = f"{parent.part}." if parent.part else ""
-            if parent.state in ("planned", "exporting"):
+            if parent.state in CHUNK_UNLISTED:
                 rows = [_child_row(parent, f"{prefix}{i}", c, t) for i, c in enumerate(children)]
                 await s.execute(self.insert(Chunk).values(rows).on_conflict_do_nothing(
                     index_elements=["job_id", "seq", "part"]))
                 await s.execute(guarded(Export).where(Export.chunk_id == chunk_id,
                                                       Export.state.in_(EXPORT_PENDING))
-                                .values(state="error", error=reason, jsoc_status=3,
+                                .values(state=ExportState.ERROR, error=reason, jsoc_status=3,
                                         updated_at=t, **CLEARED))
                 await s.execute(guarded(Chunk).where(Chunk.id == chunk_id)
-                                .values(state="split", error=reason, updated_at=t, **CLEARED))
+                                .values(state=ChunkState.SPLIT, error=reason, updated_at=t,
+                                        **CLEARED))
                 await self._add_event(s, parent.job_id, "chunk_split",
                                       f"chunk {chunk_id} split in {len(children)}: {reason}",
                                       level="info")
-            elif parent.state != "split":
+            elif parent.state != ChunkState.SPLIT:
                 raise LeaseLost(f"chunk {chunk_id} is {parent.state}; cannot split it")
             ids = await s.execute(select(Chunk.id).where(Chunk.parent_id == chunk_id)
                                   .order_by(Chunk.part))
@@ -272,5 +276,5 @@ def _child_row(parent: Chunk, part: str, child: Mapping[str, Any],
     if extra:
         raise ValueError(f"split child {part}: unknown field(s) {sorted(extra)}")
     return {"job_id": parent.job_id, "seq": parent.seq, "part": part, "parent_id": parent.id,
-            "state": "planned", "created_at": t, "updated_at": t, "start_time": None,
+            "state": ChunkState.PLANNED, "created_at": t, "updated_at": t, "start_time": None,
             "end_time": None, "est_records": None, "est_bytes": None, **child}

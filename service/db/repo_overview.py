@@ -16,11 +16,12 @@ from datetime import datetime
 from sqlalchemy import Result, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import EXPORT_PENDING, EXPORT_STATES, Chunk, EmailSlot, Export, HostSlot
+from service.db.models import Chunk, EmailSlot, Export, HostSlot
 from service.db.repo_base import check_states
 from service.db.repo_exports import ExportsMixin
 from service.db.repo_files import FilesMixin
 from service.db.repo_jobs import _require_job
+from service.states import EXPORT_PENDING, EXPORT_STATES, ExportState
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class OverviewMixin(ExportsMixin, FilesMixin):
         ``ready`` ready ones."""
         staging = (_with_chunk(job_id).where(Export.state.in_(EXPORT_PENDING))
                    .order_by(Export.id).limit(limit))
-        newest = (_with_chunk(job_id).where(Export.state == "ready")
+        newest = (_with_chunk(job_id).where(Export.state == ExportState.READY)
                   .order_by(Export.id.desc()).limit(ready))
 
         async def tx(s: AsyncSession) -> list[ExportView]:

@@ -11,20 +11,28 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db.models import CHUNK_OPEN, JOB_ACTIVE, Chunk, File, Job
+from service.db.errors import InvalidTransition, LeaseLost, NotFound
+from service.db.models import Chunk, File, Job
 from service.db.repo_base import (
-    InvalidTransition,
-    LeaseLost,
-    NotFound,
+    UNFENCED,
+    LeaseToken,
     PlanClaim,
     RepoBase,
     aware,
     guarded,
     lease_until,
 )
+from service.states import (
+    CHUNK_OPEN,
+    CHUNK_UNLISTED,
+    JOB_ACTIVE,
+    JOB_UNPAUSED,
+    ChunkState,
+    JobState,
+)
 
 CHUNK_FIELDS = {"seq", "recordset", "start_time", "end_time", "est_records", "est_bytes"}
-UNLISTED = ("planned", "exporting")  # open chunks whose files are not listed yet
+UNLISTED = CHUNK_UNLISTED  # open chunks whose files are not listed yet
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,7 @@ def chunk_rows(job_id: str, chunks: Sequence[Mapping[str, Any]]) -> list[dict[st
             raise ValueError(f"chunk {i}: seq must be a non-negative integer")
         if not isinstance(chunk.get("recordset"), str) or not chunk["recordset"]:
             raise ValueError(f"chunk {i}: recordset must be a non-empty string")
-        rows.append({"job_id": job_id, "part": "", "state": "planned", **chunk})
+        rows.append({"job_id": job_id, "part": "", "state": ChunkState.PLANNED, **chunk})
     return rows
 
 
@@ -86,11 +94,12 @@ class PlanMixin(RepoBase):
         async def tx(s: AsyncSession) -> PlanClaim | None:
             t = self.now(now)
             waiting = (select(func.count()).where(Chunk.job_id == Job.id,
-                                                  Chunk.state == "planned").scalar_subquery())
+                                                  Chunk.state == ChunkState.PLANNED)
+                       .scalar_subquery())
             needs_plan = or_(and_(Job.plan_done.is_(False), waiting < max_ahead),
                              and_(Job.follow.is_(True), Job.next_check_at <= t))
             job = (await s.execute(
-                select(Job).where(Job.state.in_(("queued", "running")), _plan_lease_free(t),
+                select(Job).where(Job.state.in_(JOB_UNPAUSED), _plan_lease_free(t),
                                   needs_plan)
                 .order_by(Job.priority.desc(), Job.created_at, Job.id).limit(1)
                 .with_for_update(skip_locked=True))).scalar_one_or_none()
@@ -98,7 +107,7 @@ class PlanMixin(RepoBase):
                 return None
             token = (await s.execute(
                 guarded(Job).where(Job.id == job.id, Job.plan_lease_token == job.plan_lease_token)
-                .values(state="running", plan_lease_owner=worker_id, updated_at=t,
+                .values(state=JobState.RUNNING, plan_lease_owner=worker_id, updated_at=t,
                         plan_lease_expires_at=lease_until(t, lease_seconds),
                         plan_lease_token=Job.plan_lease_token + 1)
                 .returning(Job.plan_lease_token))).scalar_one()
@@ -132,7 +141,7 @@ class PlanMixin(RepoBase):
         return await self._run(tx) if rows else 0
 
     async def advance_plan(self, job_id: str, *, planned_until: str | None, next_seq: int,
-                           plan_done: bool, lease_token: int | None = None,
+                           plan_done: bool, lease_token: LeaseToken,
                            covered_until: str | None = None,
                            next_check_at: datetime | None = None,
                            jsoc_until: str | None = None, settled_until: str | None = None,
@@ -140,8 +149,8 @@ class PlanMixin(RepoBase):
                            release: bool = True) -> bool:
         """Move the planning cursor (and release the plan lease unless ``release=False``).
 
-        Follow fields given (not None) are stored too. With ``lease_token`` the update is
-        fenced: False when another worker took the lease.
+        Follow fields given (not None) are stored too. The update is fenced by ``lease_token``
+        (the plan claim's): LeaseLost when another worker took the lease.
         """
         for name, value in (("next_check_at", next_check_at), ("last_check_at", last_check_at)):
             if value is not None:
@@ -153,7 +162,7 @@ class PlanMixin(RepoBase):
 
         async def tx(s: AsyncSession) -> bool:
             cond = [Job.id == job_id]
-            if lease_token is not None:
+            if lease_token is not UNFENCED:
                 cond.append(Job.plan_lease_token == lease_token)
             values: dict[str, Any] = {"planned_until": planned_until, "next_seq": next_seq,
                                       "plan_done": plan_done, "updated_at": self.now()}
@@ -168,10 +177,7 @@ class PlanMixin(RepoBase):
             if plan_done:
                 await self._refresh_job(s, job_id)
             return True
-        try:
-            return await self._run(tx)
-        except LeaseLost:
-            return False
+        return await self._run(tx)
 
     async def follow_state(self, job_id: str) -> FollowState:
         """The job's mirror state and the start times of its open chunks."""
@@ -206,6 +212,6 @@ class PlanMixin(RepoBase):
                 names = await s.execute(select(File.record).distinct()
                                         .where(File.chunk_id.in_(ids[first:first + 500])))
                 records.update(name.strip().lower() for name in names.scalars())
-            failed = [(r.start_time, r.end_time) for r in rows if r.state == "failed"]
+            failed = [(r.start_time, r.end_time) for r in rows if r.state == ChunkState.FAILED]
             return WindowContents(records=records, failed=failed)
         return await self._run(tx, read_only=True)

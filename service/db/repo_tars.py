@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.counters import ChunkDeltas
 from service.db.models import File
-from service.db.repo_base import guarded, lease_until
+from service.db.repo_base import UNFENCED, guarded, lease_until
 from service.db.repo_files import CLEARED, FileOutcome, FilesMixin
 from service.db.tar_rows import MemberDone, TarMember, is_tar_key, member_name, tar_host
+from service.states import FILE_OPEN, FileState
 
 MEMBERS_PER_STATEMENT = 500
 
@@ -34,7 +35,7 @@ class TarsMixin(FilesMixin):
         """The member rows still waiting for tar row ``tar_id`` (name in the tar, dest)."""
         async def tx(s: AsyncSession) -> list[TarMember]:
             rows = await s.execute(select(File.id, File.url, File.dest_path).where(
-                File.host == tar_host(tar_id), File.state == "pending").order_by(File.id))
+                File.host == tar_host(tar_id), File.state == FileState.PENDING).order_by(File.id))
             return [TarMember(file_id, member_name(url) or "", dest)
                     for file_id, url, dest in rows.all()]
         return await self._run(tx, read_only=True)
@@ -57,7 +58,7 @@ class TarsMixin(FilesMixin):
             values["lease_expires_at"] = lease_until(t, o.lease_seconds)
         if o.etag is not None or o.last_modified is not None:  # a fresh response
             values.update(etag=o.etag, last_modified=o.last_modified)
-        held = await s.execute(guarded(File).where(*self._fence(o, ("downloading",)))
+        held = await s.execute(guarded(File).where(*self._fence(o, (FileState.DOWNLOADING,)))
                                .values(values))
         if held.rowcount != 1:
             return False
@@ -72,11 +73,12 @@ class TarsMixin(FilesMixin):
         from another job's copy is left as it is)."""
         query = select(File.id, File.chunk_id, File.file_key, File.dest_path).where(
             File.id.in_([m.file_id for m in members]), File.host == tar_host(tar_id),
-            File.state == "pending")
+            File.state == FileState.PENDING)
         if self.dialect == "postgresql":
             query = query.with_for_update()
         rows = {r.id: r for r in (await s.execute(query)).all()}
-        done = {m.file_id: FileOutcome(m.file_id, "done", sha256=m.sha256, size=m.size)
+        done = {m.file_id: FileOutcome(m.file_id, "done", UNFENCED, sha256=m.sha256,
+                                       size=m.size)
                 for m in members if m.file_id in rows}
         if done:
             await self._store_done(s, list(done.values()), rows, t, deltas)
@@ -84,8 +86,8 @@ class TarsMixin(FilesMixin):
     async def _tar_done(self, s: AsyncSession, o: FileOutcome, t: datetime,
                         deltas: ChunkDeltas) -> bool:
         row = (await s.execute(
-            guarded(File).where(*self._fence(o, ("downloading",)))
-            .values(state="done", bytes_done=o.bytes_done or 0, error=None, updated_at=t,
+            guarded(File).where(*self._fence(o, (FileState.DOWNLOADING,)))
+            .values(state=FileState.DONE, bytes_done=o.bytes_done or 0, error=None, updated_at=t,
                     **CLEARED)
             .returning(File.job_id, File.url))).one_or_none()
         if row is None:
@@ -96,12 +98,12 @@ class TarsMixin(FilesMixin):
 
     async def _tar_failed(self, s: AsyncSession, o: FileOutcome, t: datetime,
                           deltas: ChunkDeltas) -> bool:
-        values: dict[str, Any] = {"state": "failed", "error": o.error, "updated_at": t,
+        values: dict[str, Any] = {"state": FileState.FAILED, "error": o.error, "updated_at": t,
                                   "attempts": File.attempts + 1, **CLEARED}
         if o.bytes_done is not None:
             values["bytes_done"] = o.bytes_done
         job_id = (await s.execute(
-            guarded(File).where(*self._fence(o, ("pending", "downloading"))).values(values)
+            guarded(File).where(*self._fence(o, FILE_OPEN)).values(values)
             .returning(File.job_id))).scalar_one_or_none()
         if job_id is None:
             return False
@@ -112,11 +114,11 @@ class TarsMixin(FilesMixin):
                             t: datetime, deltas: ChunkDeltas) -> int:
         """Fail the members still waiting for the tar (one event for all of them)."""
         chunks = (await s.execute(
-            guarded(File).where(File.host == tar_host(tar_id), File.state == "pending")
-            .values(state="failed", error=error, updated_at=t)
+            guarded(File).where(File.host == tar_host(tar_id), File.state == FileState.PENDING)
+            .values(state=FileState.FAILED, error=error, updated_at=t)
             .returning(File.chunk_id))).scalars().all()
         for chunk_id in chunks:
-            deltas.move(chunk_id, "pending", "failed")
+            deltas.move(chunk_id, FileState.PENDING, FileState.FAILED)
         if chunks:
             await self._add_event(s, job_id, "file_failed",
                                   f"{len(chunks)} file(s) of tar {tar_id}: {error}")

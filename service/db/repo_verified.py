@@ -10,9 +10,11 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.counters import recount_chunks
+from service.db.errors import NotFound
 from service.db.models import Chunk, File, Job, StoredFile
-from service.db.repo_base import NotFound, RepoBase, guarded
+from service.db.repo_base import RepoBase, guarded
 from service.db.tar_rows import NOT_TAR_ROW
+from service.states import ChunkState, FileState, JobState
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class VerifiedMixin(RepoBase):
             rows = await s.execute(
                 select(File.id, File.job_id, File.record, File.segment, File.dest_path,
                        File.bytes_done, File.sha256)
-                .where(File.id.in_(ids), File.state == "done", NOT_TAR_ROW).order_by(File.id))
+                .where(File.id.in_(ids), File.state == FileState.DONE, NOT_TAR_ROW)
+                .order_by(File.id))
             return [DoneFile(*row) for row in rows.all()]
         return await self._run(tx, read_only=True) if ids else []
 
@@ -50,7 +53,7 @@ class VerifiedMixin(RepoBase):
             rows = await s.execute(
                 select(File.id, File.job_id, File.record, File.segment, File.dest_path,
                        File.bytes_done, File.sha256)
-                .where(File.job_id == job_id, File.id > after_id, File.state == "done",
+                .where(File.job_id == job_id, File.id > after_id, File.state == FileState.DONE,
                        NOT_TAR_ROW).order_by(File.id).limit(limit))
             return [DoneFile(*row) for row in rows.all()]
         return await self._run(tx, read_only=True)
@@ -68,7 +71,7 @@ class VerifiedMixin(RepoBase):
                 select(File.id, File.job_id, File.record, File.segment, File.dest_path,
                        File.bytes_done, File.sha256)
                 .where(File.job_id == job_id, File.id.in_(list(errors)),
-                       File.state == "done", NOT_TAR_ROW))).all()]
+                       File.state == FileState.DONE, NOT_TAR_ROW))).all()]
             if rows:
                 await self._mark_bad(s, job_id, rows, errors)
             return rows
@@ -79,7 +82,7 @@ class VerifiedMixin(RepoBase):
         t = self.now()
         for row in rows:
             await s.execute(guarded(File).where(File.id == row.id).values(
-                state="failed", error=f"verify: {errors[row.id]}", updated_at=t))
+                state=FileState.FAILED, error=f"verify: {errors[row.id]}", updated_at=t))
             await self._add_event(s, job_id, "file_verify_failed",
                                   f"{row.record}: {errors[row.id]}")
         await s.execute(delete(StoredFile).where(or_(*[
@@ -88,8 +91,9 @@ class VerifiedMixin(RepoBase):
         chunk_ids = set((await s.execute(select(File.chunk_id).where(
             File.id.in_([r.id for r in rows])))).scalars())
         await recount_chunks(s, chunk_ids)
-        await s.execute(guarded(Chunk).where(Chunk.id.in_(chunk_ids), Chunk.state == "done")
-                        .values(state="failed", error="file(s) failed verification",
+        await s.execute(guarded(Chunk).where(Chunk.id.in_(chunk_ids),
+                                             Chunk.state == ChunkState.DONE)
+                        .values(state=ChunkState.FAILED, error="file(s) failed verification",
                                 updated_at=t))
-        await s.execute(guarded(Job).where(Job.id == job_id, Job.state == "succeeded")
-                        .values(state="completed_with_errors", updated_at=t))
+        await s.execute(guarded(Job).where(Job.id == job_id, Job.state == JobState.SUCCEEDED)
+                        .values(state=JobState.COMPLETED_WITH_ERRORS, updated_at=t))

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Chunk, Export, File, Job, Worker
 from service.db.repo_base import RepoBase, guarded, lease_until
+from service.states import FileState
 
 log = logging.getLogger(__name__)
 CONDITIONS = ("disk_full",)  # worker-wide conditions a heartbeat's ``holding`` may carry
@@ -81,10 +82,10 @@ class WorkersMixin(RepoBase):
         if files.orphans_before is None:
             return
         result = await s.execute(
-            guarded(File).where(File.lease_owner == worker_id, File.state == "downloading",
+            guarded(File).where(File.lease_owner == worker_id, File.state == FileState.DOWNLOADING,
                                 File.id.not_in(sorted(files.ids)),
                                 File.updated_at < files.orphans_before)
-            .values(state="pending", lease_token=File.lease_token + 1, lane=None,
+            .values(state=FileState.PENDING, lease_token=File.lease_token + 1, lane=None,
                     lease_owner=None, lease_expires_at=None, updated_at=self.now()))
         if result.rowcount:
             log.warning("worker %s: handed back %d download(s) it no longer worked on",
@@ -135,8 +136,9 @@ class WorkersMixin(RepoBase):
             cleared = {"lease_owner": None, "lease_expires_at": None}
             released = 0
             files = await s.execute(
-                guarded(File).where(File.lease_owner == worker_id, File.state == "downloading")
-                .values(state="pending", lease_token=File.lease_token + 1, updated_at=t,
+                guarded(File).where(File.lease_owner == worker_id,
+                                    File.state == FileState.DOWNLOADING)
+                .values(state=FileState.PENDING, lease_token=File.lease_token + 1, updated_at=t,
                         lane=None, **cleared))
             released += files.rowcount
             for model in (Chunk, Export, File):

@@ -31,6 +31,7 @@ from sqlalchemy.orm import aliased
 
 from service.db.models import Export, File
 from service.db.repo_base import guarded
+from service.states import FILE_OPEN, FileState
 
 TAR_PREFIX = "tar:"
 MAX_KEY_RECORDSET = 400  # file_key is 512 characters at most
@@ -92,15 +93,15 @@ async def attach_members(s: AsyncSession, export_ids: Iterable[int], t: datetime
         chunk_id = await s.scalar(select(Export.chunk_id).where(Export.id == export_id))
         await s.execute(guarded(File).where(
             File.chunk_id == chunk_id, IS_TAR_ROW, File.export_id != export_id,
-            File.state.in_(("pending", "downloading")))
-            .values(state="skipped", lease_owner=None, lease_expires_at=None, lane=None,
+            File.state.in_(FILE_OPEN))
+            .values(state=FileState.SKIPPED, lease_owner=None, lease_expires_at=None, lane=None,
                     updated_at=t))
         tars = (await s.execute(select(File.id, File.url).where(
-            File.export_id == export_id, IS_TAR_ROW, File.state != "skipped"))).all()
+            File.export_id == export_id, IS_TAR_ROW, File.state != FileState.SKIPPED))).all()
         for tar_id, url in tars:
             await s.execute(guarded(File).where(
                 File.export_id == export_id, File.url.startswith(url + "#", autoescape=True),
-                File.state != "done", File.source_path.is_(None))
+                File.state != FileState.DONE, File.source_path.is_(None))
                 .values(host=tar_host(tar_id), updated_at=t))
         if tars:
             await revive_tars(s, t, File.export_id == export_id)
@@ -110,10 +111,10 @@ async def revive_tars(s: AsyncSession, t: datetime, *where: Any) -> None:
     """Tar rows (matching ``where``) that are done or failed while members still wait for
     them: pending again, unpacked from the start (members already done are not rewritten)."""
     waiting = select(_Member.id).where(_Member.host == _tar_host_of(File),
-                                       _Member.state == "pending").exists()
+                                       _Member.state == FileState.PENDING).exists()
     await s.execute(guarded(File).where(
-        *where, IS_TAR_ROW, File.state.in_(("done", "failed")), waiting)
-        .values(state="pending", bytes_done=0, etag=None, last_modified=None, attempts=0,
+        *where, IS_TAR_ROW, File.state.in_((FileState.DONE, FileState.FAILED)), waiting)
+        .values(state=FileState.PENDING, bytes_done=0, etag=None, last_modified=None, attempts=0,
                 next_attempt_at=None, error=None, updated_at=t))
 
 
@@ -121,6 +122,7 @@ async def finish_idle_tars(s: AsyncSession, t: datetime, *where: Any) -> None:
     """Pending tar rows (matching ``where``) that no member waits for: done, nothing to fetch
     (every member was already stored)."""
     waiting = select(_Member.id).where(_Member.host == _tar_host_of(File),
-                                       _Member.state == "pending").exists()
-    await s.execute(guarded(File).where(*where, IS_TAR_ROW, File.state == "pending", ~waiting)
-                    .values(state="done", updated_at=t))
+                                       _Member.state == FileState.PENDING).exists()
+    await s.execute(guarded(File).where(*where, IS_TAR_ROW, File.state == FileState.PENDING,
+                                        ~waiting)
+                    .values(state=FileState.DONE, updated_at=t))

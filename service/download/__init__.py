@@ -1,5 +1,6 @@
 """Resumable downloads: fetch, verification, connection limits and safe destination paths."""
 
+from service.download.errors import DownloadError
 from service.download.fetch import (
     FetchError,
     FetchPermanentError,
@@ -23,6 +24,7 @@ from service.download.verify import VerificationError, check_fits, verify_file
 __all__ = [
     "BreakerState",
     "CircuitBreaker",
+    "DownloadError",
     "FetchError",
     "FetchPermanentError",
     "FetchResult",

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from service.download.errors import DownloadError
 from service.download.limits import retry_after_seconds
 from service.download.paths import lstat_size, open_nofollow, part_path, replace_durably
 from service.download.verify import VerificationError, sha256_file, verify_file
@@ -51,7 +52,7 @@ class FetchResult:
     restarts: int  # times the part file was discarded and started over
 
 
-class FetchError(Exception):
+class FetchError(DownloadError):
     """A download that did not finish. `retryable` says whether trying again makes sense;
     `bytes_done` is what the .part file holds (kept for resume unless it was discarded)."""
 

@@ -22,13 +22,15 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from service.download.errors import DownloadError
+
 MAX_COMPONENT_BYTES = 255
 PART_SUFFIX = ".part"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(DownloadError, ValueError):
     """A destination name that could escape the download root or is not a usable file name."""
 
 

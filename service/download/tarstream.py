@@ -11,6 +11,7 @@ from typing import Protocol
 
 import aiohttp
 
+from service.download.errors import DownloadError
 from service.download.fetch import DEFAULT_CHUNK, salvage_buffered
 from service.download.paths import check_relative_name
 
@@ -19,11 +20,11 @@ MAX_META_BYTES = 1 << 20  # long-name and PAX records: far beyond any real name
 ZERO_BLOCK = bytes(BLOCK)
 
 
-class BadHeader(Exception):
+class BadHeader(DownloadError):
     """The bytes at a header position are not a tar header."""
 
 
-class Truncated(Exception):
+class Truncated(DownloadError):
     """A clean EOF inside a header or a member."""
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from service.download.errors import DownloadError
+
 BLOCK = 2880
 CARD = 80
 MAX_HEADER_BLOCKS = 1000  # 80,000 cards: far beyond any real header
@@ -21,7 +23,7 @@ FITS_SUFFIXES = (".fits", ".fts", ".fit")
 _VALID_BITPIX = {8, 16, 32, 64, -32, -64}
 
 
-class VerificationError(ValueError):
+class VerificationError(DownloadError, ValueError):
     """A downloaded file failed a check; the message says which and why."""
 
 

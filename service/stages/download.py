@@ -25,7 +25,7 @@ from collections import deque
 from pathlib import Path
 
 from service.db.models import LOCAL_HOST
-from service.db.repo import FileClaim
+from service.db.repo import FileClaim, LeaseLost
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import is_tar_key
 from service.download.fetch import (
@@ -42,7 +42,6 @@ from service.ops.logs import log_context
 from service.stages.context import StageContext
 from service.stages.tar_transfer import TarTransfer
 from service.stages.transfer import (
-    LeaseGone,
     Progress,
     adopt_in_place,
     ensure_lease,
@@ -190,7 +189,7 @@ class Lane:
                 await self._copy(claim)
             else:
                 await self._fetch(claim)
-        except LeaseGone:
+        except LeaseLost:
             log.info("file %s: lease lost; stopped writing it", claim.file_id)
         except asyncio.CancelledError:
             await asyncio.shield(_hand_back(ctx, claim))

@@ -12,10 +12,11 @@ stores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
-from service.db.repo import InvalidTransition, LeaseLost, NotFound, PlanClaim
+from service.db.repo import InvalidTransition, LeaseLost, LeaseToken, NotFound, PlanClaim
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.lookups import check_email
 from service.jsoc.metadata import SeriesMeta
@@ -29,6 +30,7 @@ from service.stages.context import StageContext
 from service.stages.estimates import estimate
 from service.stages.follow import plan_follow
 from service.stages.reply_errors import note_malformed
+from service.states import JOB_UNPAUSED, ChunkState
 from service.validation import parse_job_spec
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,8 @@ async def _plan(ctx: StageContext, claim: PlanClaim) -> None:
         else:
             await _fail(ctx, claim, f"JSOC refused to describe the job's records: {exc}")
             return
-    except (InvalidTransition, NotFound) as exc:  # cancelled, paused or deleted meanwhile
+    except (InvalidTransition, NotFound, LeaseLost) as exc:  # cancelled, paused, deleted or
+        # taken over by another worker meanwhile
         log.info("planning job %s stopped: %s", claim.job_id, exc)
         delay = None
     except Exception:  # e.g. a database hiccup: keep the lease, look again later
@@ -114,18 +117,20 @@ async def _fail(ctx: StageContext, claim: PlanClaim, message: str) -> None:
 
 
 async def _release(ctx: StageContext, claim: PlanClaim) -> None:
-    await ctx.repo.advance_plan(claim.job_id, planned_until=claim.planned_until,
-                                next_seq=claim.next_seq, plan_done=False,
-                                lease_token=claim.lease_token)
+    with contextlib.suppress(LeaseLost):  # another worker holds the plan lease: nothing to do
+        await ctx.repo.advance_plan(claim.job_id, planned_until=claim.planned_until,
+                                    next_seq=claim.next_seq, plan_done=False,
+                                    lease_token=claim.lease_token)
 
 
 async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     """Plan the next chunks of a claimed job; returns seconds to hold it back instead."""
     summary = await ctx.repo.job_summary(claim.job_id, events=1)
-    if summary.job.state not in ("queued", "running"):
+    if summary.job.state not in JOB_UNPAUSED:
         await _release(ctx, claim)
         return None
-    opened = sum(summary.chunks.get(s, 0) for s in ("exporting", "ready", "downloading"))
+    opened = sum(summary.chunks.get(s, 0)
+                 for s in (ChunkState.EXPORTING, ChunkState.READY, ChunkState.DOWNLOADING))
     if opened >= MAX_OPEN_CHUNKS:
         return ctx.idle_seconds * 4
     if ctx.host_open(ctx.settings.jsoc_url):
@@ -176,9 +181,10 @@ def _loop_time() -> float:
 
 async def split_or_fail(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, *, export_id: int,
                         chunk_id: int, chunk: StoredChunk, reason: str,
-                        chunk_token: int | None, export_token: int | None) -> None:
+                        chunk_token: LeaseToken, export_token: LeaseToken) -> None:
     """JSOC called the chunk too large (status 3): replace it by two halves, or fail it with
-    JSOC's message when it cannot be halved (one slot, or a raw recordset)."""
+    JSOC's message when it cannot be halved (one slot, or a raw recordset). Raises LeaseLost
+    when the export's lease was taken over; a split another worker made already is skipped."""
     plan = stored_chunk_plan(spec, meta, chunk)
     try:
         children = [half.row() for half in split_children(plan)]

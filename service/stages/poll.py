@@ -10,10 +10,11 @@ fails with JSOC's own message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from service.db.repo import PollClaim
+from service.db.repo import UNFENCED, LeaseLost, PollClaim
 from service.db.tar_rows import tar_key
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportItem, ExportReply
@@ -33,6 +34,7 @@ from service.stages.placement import (
 )
 from service.stages.plan import split_or_fail
 from service.stages.reply_errors import note_malformed
+from service.states import ChunkState
 from service.validation import parse_job_spec
 
 log = logging.getLogger(__name__)
@@ -164,11 +166,14 @@ async def poll_export(ctx: StageContext, claim: PollClaim) -> None:
             return
         ctx.jsoc_breaker.record_success()
         await handle_reply(ctx, claim, reply)
+    except LeaseLost as exc:  # another worker polls it now: this outcome is dropped
+        log.info("export %s: %s", claim.export_id, exc)
     except Exception as exc:  # never keep the lease of an export nobody polls
         log.exception("polling export %s failed", claim.request_id)
-        await ctx.repo.record_poll(claim.export_id, status=-1, lease_token=claim.lease_token,
-                                   wait=ctx.poll_delay(None, claim.polls + 1),
-                                   error=f"poll failed: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(LeaseLost):
+            await ctx.repo.record_poll(claim.export_id, status=-1, lease_token=claim.lease_token,
+                                       wait=ctx.poll_delay(None, claim.polls + 1),
+                                       error=f"poll failed: {type(exc).__name__}: {exc}")
     finally:
         ctx.holding["polling"].discard(claim.export_id)
 
@@ -228,14 +233,13 @@ async def _ready(ctx: StageContext, claim: PollClaim, reply: ExportReply) -> Non
                                               index=index_header(reply),
                                               lease_token=claim.lease_token,
                                               seen_ready_at=seen_ready_at)
-    if todo is not None:
-        log.info("export %s ready: %d file(s), %d to fetch", claim.request_id, len(files), todo)
-        ctx.wakers.poke("download", "submit")
+    log.info("export %s ready: %d file(s), %d to fetch", claim.request_id, len(files), todo)
+    ctx.wakers.poke("download", "submit")
 
 
 async def _chunk(ctx: StageContext, claim: PollClaim) -> StoredChunk | None:
     """The export's chunk (it is exporting while its export is polled)."""
-    for chunk in await ctx.repo.list_chunks(claim.job_id, state="exporting"):
+    for chunk in await ctx.repo.list_chunks(claim.job_id, state=ChunkState.EXPORTING):
         if chunk.id == claim.chunk_id:
             return StoredChunk.of(chunk)
     return None
@@ -249,5 +253,5 @@ async def _split(ctx: StageContext, claim: PollClaim, message: str) -> None:
         return
     spec, meta = found
     await split_or_fail(ctx, spec, meta, export_id=claim.export_id, chunk_id=claim.chunk_id,
-                        chunk=chunk, reason=message, chunk_token=None,
+                        chunk=chunk, reason=message, chunk_token=UNFENCED,
                         export_token=claim.lease_token)

@@ -19,7 +19,7 @@ import logging
 import time
 from datetime import datetime
 
-from service.db.repo import ExportClaim
+from service.db.repo import ExportClaim, LeaseLost
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
@@ -69,20 +69,28 @@ class Submission:
 
     async def run(self) -> None:
         try:
+            await self._run()
+        except LeaseLost as exc:  # another worker took the chunk over: the outcome is theirs
+            log.info("chunk %s: %s", self.claim.chunk_id, exc)
+        finally:
+            self.ctx.holding["submitting"].discard(self.claim.chunk_id)
+
+    async def _run(self) -> None:
+        try:
             spec = parse_job_spec(self.claim.spec)
             meta = await self._meta(spec)
             if meta is not None:
                 await self._submit(spec, meta)
         except (SpecError, PlacementError) as exc:
             await self._fail(str(exc), None)
+        except LeaseLost:
+            raise
         except Exception as exc:  # never keep a reservation nobody works on
             log.exception("submitting chunk %s failed", self.claim.chunk_id)
             await self.ctx.repo.fail_export(
                 self.claim.export_id, error=f"submission failed: {type(exc).__name__}: {exc}",
                 lease_token=self.claim.lease_token, retry_at=self.ctx.later(
                     self.ctx.retry_delay(3)))
-        finally:
-            self.ctx.holding["submitting"].discard(self.claim.chunk_id)
 
     async def _meta(self, spec: JobSpec) -> SeriesMeta | None:
         while await self.ctx.wait_for_jsoc():

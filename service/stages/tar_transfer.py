@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from service.db.repo import FileClaim
+from service.db.repo import UNFENCED, FileClaim, LeaseLost
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import MemberDone, TarMember
 from service.download.fetch import FetchError, FetchLocalError, FetchPermanentError
@@ -28,7 +28,13 @@ from service.download.paths import UnsafePathError, safe_join
 from service.download.untar import MemberResult, UnsafeMemberError, unpack_tar
 from service.ops import metrics
 from service.stages.context import StageContext
-from service.stages.transfer import LeaseGone, ensure_lease, one_line, record, retry_outcome
+from service.stages.transfer import (
+    ensure_lease,
+    lease_lost,
+    one_line,
+    record,
+    retry_outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +64,7 @@ class TarTransfer:
         try:
             if claim.file_id not in ctx.recorder.lost:
                 await self._transfer()
-        except LeaseGone:
+        except LeaseLost:
             log.info("tar %s: lease lost; stopped unpacking it", claim.file_id)
             ctx.holding["downloading"].discard(claim.file_id)
         except asyncio.CancelledError:
@@ -108,7 +114,7 @@ class TarTransfer:
             try:
                 safe_join(self.ctx.download_root, member.dest_path)
             except UnsafePathError as exc:
-                record(self.ctx, FileOutcome(member.file_id, "fail", error=str(exc)))
+                record(self.ctx, FileOutcome(member.file_id, "fail", UNFENCED, error=str(exc)))
                 continue
             self.members.setdefault(member.name, member)
 
@@ -125,9 +131,9 @@ class TarTransfer:
         """A member is durably in place: record its row done and the new resume offset."""
         ctx, claim = self.ctx, self.claim
         if claim.file_id in ctx.recorder.lost:
-            raise LeaseGone
+            raise lease_lost(claim.file_id)
         if not await ensure_lease(ctx, claim, self.claimed_at, self.committed):
-            raise LeaseGone
+            raise lease_lost(claim.file_id)
         member = self.placing.pop(result.name, None)
         if member is None:
             return
@@ -140,7 +146,7 @@ class TarTransfer:
     async def on_validator(self, value: str | None) -> None:
         """A fresh (200) response: the tar is read from its start, with this validator."""
         if self.claim.file_id in self.ctx.recorder.lost:
-            raise LeaseGone
+            raise lease_lost(self.claim.file_id)
         if self.offset > 0:  # the tar is read again from its start
             metrics.BYTES_REFETCHED.labels(self.claim.host).inc(self.offset)
         is_etag = value is not None and value.startswith(('"', "W/"))

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from service.db.repo import FileClaim
+from service.db.repo import FileClaim, LeaseLost
 from service.db.repo_files import FileOutcome
 from service.download.fetch import (
     FetchError,
@@ -42,10 +42,6 @@ log = logging.getLogger(__name__)
 # syncfs (before their rows say done) where the system has it; else fsynced one by one.
 FSYNC_EACH = not can_sync_filesystem()
 INLINE_PLACE_BELOW = 256 << 10
-
-
-class LeaseGone(Exception):
-    """The file's lease was taken over (or the job cancelled): stop writing it."""
 
 
 def record(ctx: StageContext, outcome: FileOutcome,
@@ -117,7 +113,7 @@ async def _tell_job(ctx: StageContext, job_id: str, message: str) -> None:
 
 class Progress:
     """fetch_file callbacks: progress and validators go to the recorder (coalesced); a lease
-    known to be lost stops the transfer."""
+    known to be lost stops the transfer (LeaseLost)."""
 
     def __init__(self, ctx: StageContext, claim: FileClaim) -> None:
         self.ctx, self.claim = ctx, claim
@@ -125,7 +121,7 @@ class Progress:
 
     def _check(self) -> None:
         if self.claim.file_id in self.ctx.recorder.lost:
-            raise LeaseGone
+            raise lease_lost(self.claim.file_id)
 
     async def progress(self, done: int) -> None:
         self._check()
@@ -158,6 +154,8 @@ async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
     try:
         held = await ctx.repo.update_file_progress(claim.file_id, bytes_done, claim.lease_token,
                                                    lease_seconds=ctx.settings.lease_seconds)
+    except LeaseLost:
+        held = False
     except Exception as exc:  # the database is away: hand the file back once it returns
         log.warning("file %s: could not confirm its lease (%s); handing it back with its "
                     "complete part file", claim.file_id, one_line(exc))
@@ -168,6 +166,12 @@ async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
         log.warning("file %s: lease lost before it was put in place", claim.file_id)
         ctx.recorder.lost.add(claim.file_id)
     return held
+
+
+def lease_lost(file_id: int) -> LeaseLost:
+    """The error that stops work on a file (or tar) whose lease the recorder found lost (taken
+    over by another worker, or the job cancelled)."""
+    return LeaseLost(f"file {file_id}: lease lost; stopped writing it")
 
 
 def one_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.db import UNFENCED
 from service.db.repo import Repo
 
 FILE_HOST = "127.0.0.1:9"  # the host file_specs() puts in file URLs (nothing listens there)
@@ -33,7 +34,7 @@ async def job_with_chunks(repo: Repo, n_chunks: int, *, email: str = "a@example.
     await repo.add_chunks(job.id, [{"seq": i, "recordset": f"hmi.M_45s[{i}]",
                                     "est_bytes": 1000 * (i + 1)} for i in range(n_chunks)])
     assert await repo.advance_plan(job.id, planned_until="end", next_seq=n_chunks,
-                                   plan_done=True)
+                                   plan_done=True, lease_token=UNFENCED)
     if start:
         await repo.start_job(job.id)
     return job.id
@@ -56,6 +57,7 @@ async def ready_export(repo: Repo, job_id: str, names: list[str], *, worker: str
     assert claim is not None and claim.job_id == job_id
     assert await repo.record_export_submitted(claim.export_id, request_id="JSOC_1",
                                               status=2, wait=0, lease_token=claim.lease_token)
-    todo = await repo.record_export_ready(claim.export_id, files=file_specs(names, **file_kw))
+    todo = await repo.record_export_ready(claim.export_id, files=file_specs(names, **file_kw),
+                                          lease_token=UNFENCED)
     assert todo is not None
     return claim.export_id, claim.chunk_id

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
+from service.db import UNFENCED, LeaseLost
 from service.db.models import EXPORT_PENDING, Export, File
 from service.db.repo import Repo
 from tests.service.rows import Clock, job_with_chunks, ready_export
@@ -99,7 +101,8 @@ async def test_per_email_limit_holds_under_concurrent_claimers(db_url: str) -> N
         a_claim = next(c for c in won if c.notify_email == "a@example.org")
         await setup.record_export_submitted(a_claim.export_id, request_id="JSOC_1", status=2,
                                             wait=0, lease_token=a_claim.lease_token)
-        await setup.record_export_ready(a_claim.export_id, files=[])  # a's slot frees up
+        await setup.record_export_ready(a_claim.export_id, files=[],
+                                        lease_token=UNFENCED)  # a's slot frees up
         won = await claim_all(repos, claim)
         assert [c.notify_email for c in won] == ["a@example.org"]
 
@@ -146,8 +149,9 @@ async def test_abandoned_reservation_is_taken_over_and_fenced(repo: Repo, clock:
     assert second is not None and second.resumed
     assert (second.export_id, second.chunk_id) == (first.export_id, first.chunk_id)
     assert second.lease_token > first.lease_token
-    assert not await r.record_export_submitted(first.export_id, request_id="JSOC_old",
-                                               status=2, wait=5, lease_token=first.lease_token)
+    with pytest.raises(LeaseLost):
+        await r.record_export_submitted(first.export_id, request_id="JSOC_old",
+                                        status=2, wait=5, lease_token=first.lease_token)
     assert await r.record_export_submitted(second.export_id, request_id="JSOC_new", status=2,
                                            wait=5, lease_token=second.lease_token)
     [export] = await r.list_exports(first.job_id)  # the one row, never JSOC_old
@@ -166,9 +170,10 @@ async def test_poll_lease_expiry_and_fencing(repo: Repo, clock: Clock) -> None:
     clock.advance(21)
     [theirs] = await r.claim_exports_to_poll("w2", lease_seconds=20)
     assert theirs.export_id == mine.export_id
-    assert not await r.record_poll(mine.export_id, status=1, wait=3, lease_token=mine.lease_token)
-    assert await r.record_export_ready(mine.export_id, files=[],
-                                       lease_token=mine.lease_token) is None
+    with pytest.raises(LeaseLost):
+        await r.record_poll(mine.export_id, status=1, wait=3, lease_token=mine.lease_token)
+    with pytest.raises(LeaseLost):
+        await r.record_export_ready(mine.export_id, files=[], lease_token=mine.lease_token)
     assert await r.record_poll(theirs.export_id, status=1, wait=3,
                                lease_token=theirs.lease_token)
 
@@ -182,11 +187,13 @@ async def test_download_takeover_fences_the_old_owner(repo: Repo, clock: Clock) 
     clock.advance(31)
     [new] = await r.claim_files_to_download("w2", HOST, lease_seconds=30)
     assert (new.file_id, new.bytes_done, new.etag) == (old.file_id, 50, '"e1"')  # resume point
-    assert not await r.update_file_progress(old.file_id, 80, old.lease_token)
-    assert not await r.finish_file(old.file_id, sha256="0" * 64, size=100,
-                                   lease_token=old.lease_token)
-    assert not await r.schedule_retry(old.file_id, next_attempt_at=clock.now, error="x",
-                                      lease_token=old.lease_token)
+    with pytest.raises(LeaseLost):
+        await r.update_file_progress(old.file_id, 80, old.lease_token)
+    with pytest.raises(LeaseLost):
+        await r.finish_file(old.file_id, sha256="0" * 64, size=100, lease_token=old.lease_token)
+    with pytest.raises(LeaseLost):
+        await r.schedule_retry(old.file_id, next_attempt_at=clock.now, error="x",
+                               lease_token=old.lease_token)
     assert await r.update_file_progress(new.file_id, 90, new.lease_token)
     assert await r.finish_file(new.file_id, sha256="1" * 64, size=100,
                                lease_token=new.lease_token)
@@ -250,7 +257,7 @@ async def test_files_rotate_between_jobs(repo: Repo) -> None:
     for _ in range(2):
         [c] = await repo.claim_files_to_download("w1", HOST)
         served.append(c.job_id)
-        assert await repo.finish_file(c.file_id, sha256="0" * 64, size=100)
+        assert await repo.finish_file(c.file_id, sha256="0" * 64, size=100, lease_token=UNFENCED)
     assert served == [big, small]  # after one of big's files, the small job's turn
 
 

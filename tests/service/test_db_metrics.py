@@ -3,6 +3,7 @@ state from the chunk counters, exports, queue depth, politeness and mirror lag."
 
 from __future__ import annotations
 
+from service.db import UNFENCED
 from service.db.repo import Repo
 from service.db.repo_files import FileOutcome
 from service.ops.db_metrics import database_families
@@ -33,7 +34,7 @@ async def test_database_figures(repo: Repo) -> None:
     covered = "2014.01.01_00:00:00_TAI"
     newest = format_tai(parse_time(covered) + 3600)
     assert await repo.advance_plan(mirror.id, planned_until=covered, next_seq=0,
-                                   plan_done=False, jsoc_until=newest)
+                                   plan_done=False, jsoc_until=newest, lease_token=UNFENCED)
     await repo.heartbeat("w0", hostname="node", pid=1, holding={})
 
     got = samples(await database_families(repo, Settings(max_pending_exports_per_email=2)))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from service.db import UNFENCED
 from service.db.repo import Repo
 from service.jsoc.client import ExportReply
 from service.jsoc.status import JsocMalformedReply
@@ -120,7 +121,7 @@ async def test_failure_text_with_nul_or_surrogates_is_stored(repo: Repo) -> None
     await ready_export(repo, job_id, ["a", "b"])
     await repo.add_event(job_id, "note", bad)
     files = await repo.list_files(job_id)
-    assert await repo.fail_file(files[0].id, bad) is not None
+    assert await repo.fail_file(files[0].id, bad, lease_token=UNFENCED) is not None
     failed = await repo.fail_job(job_id, bad)
     cleaned = "JSOC said: 'hmi.M_45s[x]\\x00' and \\ud800"
     assert failed.state == "failed" and failed.error == cleaned

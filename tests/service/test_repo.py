@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from service.db import UNFENCED
 from service.db.engine import (
     DatabaseURLError,
     default_database_url,
@@ -16,7 +17,7 @@ from service.db.engine import (
     parse_database_url,
 )
 from service.db.models import LOCAL_HOST
-from service.db.repo import InvalidTransition, NotFound, Repo
+from service.db.repo import InvalidTransition, LeaseLost, NotFound, Repo
 from service.db.repo_base import MAX_EVENTS_PER_JOB
 from tests.service.rows import Clock, file_specs, job_with_chunks, ready_export
 
@@ -106,8 +107,9 @@ async def test_planning_lease_and_cursor(repo: Repo, clock: Clock) -> None:
     assert await timed.claim_job_to_plan("w2", max_ahead=2) is None  # two chunks waiting
     again = await timed.claim_job_to_plan("w2", max_ahead=3)
     assert again is not None and again.planned_until == "t1" and again.next_seq == 2
-    assert not await timed.advance_plan(job.id, planned_until="x", next_seq=9, plan_done=True,
-                                        lease_token=plan.lease_token)  # w1's token is stale
+    with pytest.raises(LeaseLost):  # w1's token is stale
+        await timed.advance_plan(job.id, planned_until="x", next_seq=9, plan_done=True,
+                                 lease_token=plan.lease_token)
     clock.advance(120)  # w2's lease expires: another worker may plan
     third = await timed.claim_job_to_plan("w3", max_ahead=3)
     assert third is not None and third.lease_token > again.lease_token
@@ -168,7 +170,8 @@ async def test_expired_export_replans_chunk_and_keeps_progress(repo: Repo) -> No
     assert await repo.update_file_progress(c2.file_id, 40, c2.lease_token)
     assert await repo.mark_export_expired(export_id, error="status 5")
     assert not await repo.mark_export_expired(export_id)  # only once
-    assert not await repo.update_file_progress(c2.file_id, 50, c2.lease_token)  # lease revoked
+    with pytest.raises(LeaseLost):  # lease revoked
+        await repo.update_file_progress(c2.file_id, 50, c2.lease_token)
     [chunk] = await repo.list_chunks(job_id)
     assert chunk.state == "planned"
     assert await repo.claim_files_to_download("w1", "127.0.0.1:9") == []  # no ready export
@@ -188,7 +191,7 @@ async def test_split_chunk_on_status_3(repo: Repo) -> None:
     halves = [{"recordset": "hmi.M_45s[0a]", "est_bytes": 1}, {"recordset": "hmi.M_45s[0b]"}]
     ids = await repo.split_chunk(claim.chunk_id, halves, lease_token=claim.lease_token)
     assert len(ids) == 2
-    assert await repo.split_chunk(claim.chunk_id, halves) == ids  # idempotent
+    assert await repo.split_chunk(claim.chunk_id, halves, lease_token=UNFENCED) == ids  # idempotent
     chunks = {c.id: c for c in await repo.list_chunks(job_id)}
     assert chunks[claim.chunk_id].state == "split"
     assert [(chunks[i].seq, chunks[i].part, chunks[i].parent_id) for i in ids] == [
@@ -212,7 +215,8 @@ async def test_fail_export_retry_then_permanent(repo: Repo, clock: Clock) -> Non
     clock.advance(60)
     claim = await r.claim_chunk_to_export("w1")
     assert claim is not None
-    assert await r.fail_export(claim.export_id, error="status 4: bad series", jsoc_status=4)
+    assert await r.fail_export(claim.export_id, error="status 4: bad series", jsoc_status=4,
+                               lease_token=UNFENCED)
     summary = await r.job_summary(job_id)
     assert summary.job.state == "failed" and summary.chunks == {"failed": 1}
     assert any("bad series" in e.message for e in summary.recent_events)
@@ -225,14 +229,14 @@ async def test_failed_file_then_retry_job(repo: Repo) -> None:
     [ca] = await repo.claim_files_to_download("w1", "127.0.0.1:9")
     assert await repo.fail_file(ca.file_id, "HTTP 404", lease_token=ca.lease_token)
     [cb] = await repo.claim_files_to_download("w1", "127.0.0.1:9")
-    assert await repo.finish_file(cb.file_id, sha256="1" * 64, size=100)
+    assert await repo.finish_file(cb.file_id, sha256="1" * 64, size=100, lease_token=UNFENCED)
     assert (await repo.get_job(job_id)).state == "completed_with_errors"
     job = await repo.retry_job(job_id)
     assert job.state == "running" and job.finished_at is None
     failed = next(f for f in await repo.list_files(job_id) if f.id == ca.file_id)
     assert (failed.state, failed.attempts, failed.error) == ("pending", 0, None)
     [again] = await repo.claim_files_to_download("w1", "127.0.0.1:9")
-    assert await repo.finish_file(again.file_id, sha256="2" * 64, size=100)
+    assert await repo.finish_file(again.file_id, sha256="2" * 64, size=100, lease_token=UNFENCED)
     assert (await repo.get_job(job_id)).state == "succeeded"
 
 
@@ -253,7 +257,7 @@ async def test_stored_files_are_never_fetched_again(repo: Repo) -> None:
     first = await job_with_chunks(repo, 1)
     await ready_export(repo, first, ["x"])
     [c] = await repo.claim_files_to_download("w1", "127.0.0.1:9")
-    assert await repo.finish_file(c.file_id, sha256="f" * 64, size=100)
+    assert await repo.finish_file(c.file_id, sha256="f" * 64, size=100, lease_token=UNFENCED)
     stored = await repo.get_stored_file("k:x")
     assert stored is not None and (stored.path, stored.size) == ("job/x.fits", 100)
 
@@ -277,7 +281,7 @@ async def test_forget_stored_file_falls_back_to_url(repo: Repo) -> None:
     first = await job_with_chunks(repo, 1)
     await ready_export(repo, first, ["x"])
     [c] = await repo.claim_files_to_download("w1", "127.0.0.1:9")
-    assert await repo.finish_file(c.file_id, sha256="f" * 64, size=100)
+    assert await repo.finish_file(c.file_id, sha256="f" * 64, size=100, lease_token=UNFENCED)
     second = await job_with_chunks(repo, 1)
     await ready_export(repo, second, ["x"], dest="copy")
     assert await repo.forget_stored_file("k:x") == 1
@@ -296,7 +300,8 @@ async def test_cancel_closes_open_work(repo: Repo) -> None:
     assert summary.files == {"skipped": 1}
     assert summary.chunks == {"cancelled": 2}
     assert summary.exports == {"ready": 1, "error": 1}  # the pending one is closed
-    assert not await repo.update_file_progress(c.file_id, 10, c.lease_token)
+    with pytest.raises(LeaseLost):
+        await repo.update_file_progress(c.file_id, 10, c.lease_token)
     other = await job_with_chunks(repo, 1)  # same email: its slot was given back
     assert (await repo.claim_chunk_to_export("w1")).job_id == other
 
@@ -314,10 +319,11 @@ async def test_bad_file_listing_is_rejected_clearly(repo: Repo) -> None:
     job_id = await job_with_chunks(repo, 1)
     claim = await repo.claim_chunk_to_export("w1")
     with pytest.raises(ValueError, match="missing \\['dest_path'\\]"):
-        await repo.record_export_ready(claim.export_id, files=[{"record": "r", "url": "http://h/x"}])
+        await repo.record_export_ready(claim.export_id, files=[{"record": "r", "url": "http://h/x"}],
+                                       lease_token=UNFENCED)
     with pytest.raises(ValueError, match="not an absolute"):
         await repo.record_export_ready(claim.export_id, files=[
-            {"record": "r", "url": "/x", "dest_path": "d"}])
+            {"record": "r", "url": "/x", "dest_path": "d"}], lease_token=UNFENCED)
     [export] = await repo.list_exports(job_id)
     assert export.state == "reserving"  # nothing was changed
 
@@ -354,7 +360,8 @@ async def test_timestamps_are_utc_aware_and_naive_ones_refused(repo: Repo) -> No
     job_id = await job_with_chunks(repo, 1)
     claim = await repo.claim_chunk_to_export("w1")
     with pytest.raises(ValueError, match="timezone-aware"):
-        await repo.fail_export(claim.export_id, error="x", retry_at=datetime(2030, 1, 1))
+        await repo.fail_export(claim.export_id, error="x", retry_at=datetime(2030, 1, 1),
+                               lease_token=UNFENCED)
     [export] = await repo.list_exports(job_id)
     assert export.created_at.utcoffset() == timedelta(0) and export.state == "reserving"
 

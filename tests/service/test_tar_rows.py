@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 
+from service.db import UNFENCED
 from service.db.repo import FileClaim, Repo
 from service.db.repo_files import FileOutcome
 from service.db.tar_rows import MemberDone, tar_host, tar_key
@@ -49,7 +50,8 @@ async def ready_tar(repo: Repo, url: str = TAR,
                                               wait=0, lease_token=claim.lease_token,
                                               method="url-tar", protocol="fits")
     files = tar_files(url, names)
-    assert await repo.record_export_ready(claim.export_id, files=files) == len(files)
+    assert await repo.record_export_ready(claim.export_id, files=files,
+                                          lease_token=UNFENCED) == len(files)
     return job_id, claim.export_id
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from jsocsim import run_emulator
+from service.db import UNFENCED
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
 from service.timeutil import format_tai, parse_time
@@ -151,7 +152,8 @@ async def test_reservation_of_a_dead_worker_gets_its_pending_export_back(
     job, _ = await repo.create_job(job_spec(2), notify_email=EMAIL)
     await repo.add_chunks(job.id, [{"seq": 0, "recordset": f"{SERIES}[{START}/90s]{{magnetogram}}",
                                     "start_time": START, "est_records": 2}])
-    await repo.advance_plan(job.id, planned_until="end", next_seq=1, plan_done=True)
+    await repo.advance_plan(job.id, planned_until="end", next_seq=1, plan_done=True,
+                            lease_token=UNFENCED)
     await repo.start_job(job.id)
     dead = await repo.claim_chunk_to_export("dead", lease_seconds=60)
     assert dead is not None
