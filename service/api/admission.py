@@ -55,7 +55,7 @@ class Coalescer:
             future = asyncio.ensure_future(compute())
             self._inflight[key] = future
             future.add_done_callback(lambda f: self._forget(key, f))
-        return await asyncio.shield(future)  # type: ignore[no-any-return]
+        return await asyncio.shield(future)
 
     def _forget(self, key: str, future: asyncio.Future[Any]) -> None:
         if self._inflight.get(key) is future:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from service.api.admission import make_admission_middleware
 from service.api.auth import make_auth_middleware
@@ -59,7 +60,7 @@ def _jsoc_client(app: web.Application, settings: Settings, context: ApiContext) 
 def create_app(settings: Settings, repo: Repo, *,
                series_lookup: SeriesLookup | None = None) -> web.Application:
     """The API application. ``series_lookup`` defaults to JSOC's ``series_struct``."""
-    middlewares = [problem_middleware]
+    middlewares: list[Middleware] = [problem_middleware]
     token = settings.token_value
     if token:
         paths = public_paths(settings.metrics_public)

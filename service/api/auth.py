@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from service.api.problems import ApiProblem, Handler
 
@@ -22,9 +23,6 @@ def _presented_token(request: web.Request) -> str | None:
 def token_matches(presented: str, expected: str) -> bool:
     """Constant-time comparison (the token itself is never logged or echoed)."""
     return hmac.compare_digest(presented.encode(), expected.encode())
-
-
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def make_auth_middleware(token: str, public: Callable[[web.Request], bool] | None = None,

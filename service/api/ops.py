@@ -21,6 +21,7 @@ from contextlib import suppress
 from typing import Literal
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import BaseModel, Field
@@ -46,7 +47,7 @@ PROBE_AFTER_SECONDS = 60.0
 PROBE_WAIT_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 10.0
 METRICS_PATH = "/metrics"
-PROBE = web.AppKey("jsoc_probe", "JsocProbe")
+PROBE: web.AppKey[JsocProbe] = web.AppKey("jsoc_probe")  # JsocProbe is defined below
 WITH_DB_METRICS = web.AppKey("metrics_with_db", bool)
 
 
@@ -158,8 +159,10 @@ async def ready(request: web.Request) -> web.Response:
     c = request.app[CONTEXT]
     await request.app[PROBE].refresh()
     db_ok, revision = await _revision(c)
+    migrations: Literal["current", "behind", "unknown"]
     migrations = "unknown" if not db_ok else "current" if revision == _head() else "behind"
     jsoc = _jsoc(c)
+    status: Literal["ready", "degraded", "not_ready"]
     status = ("not_ready" if migrations != "current" else
               "degraded" if jsoc.state == "down" else "ready")
     body = Readiness(status=status, database="ok" if db_ok else "unavailable",
@@ -224,7 +227,7 @@ async def _no_series(series: str) -> SeriesMeta:
 
 def ops_app(settings: Settings, repo: Repo) -> web.Application:
     """The listener of ``metrics_port``: this process's metrics, health and ready."""
-    middlewares = [problem_middleware]
+    middlewares: list[Middleware] = [problem_middleware]
     if settings.token_value:
         paths = public_paths(settings.metrics_public)
         middlewares.append(make_auth_middleware(settings.token_value,

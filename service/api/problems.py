@@ -141,9 +141,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(_from_http_exception(exc, request), request.path)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        problem = ApiProblem(500, "internal-error", "Internal Server Error",
-                             "The server failed to handle the request; see the server log")
-        return problem_response(problem, request.path)
+        internal = ApiProblem(500, "internal-error", "Internal Server Error",
+                              "The server failed to handle the request; see the server log")
+        return problem_response(internal, request.path)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None,

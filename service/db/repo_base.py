@@ -20,6 +20,7 @@ from typing import Any, Final, Literal, Self, TypeVar
 from sqlalchemy import ColumnElement, Update, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -144,6 +145,14 @@ def lease_free(model: Any, now: datetime) -> ColumnElement[bool]:
 def guarded(model: Any) -> Update:
     """An UPDATE that does not try to synchronise ORM objects (we reload when needed)."""
     return update(model).execution_options(synchronize_session=False)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE/INSERT matched. ``AsyncSession.execute`` is typed to return a
+    ``Result``; for these statements it is a ``CursorResult``, which carries the count."""
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"no rowcount on {type(result).__name__}: not a DML statement's result")
+    return result.rowcount
 
 
 def _operation(fn: Callable[..., Any]) -> str:

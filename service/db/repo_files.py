@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, delete, exists, func, or_, select
+from sqlalchemy import Table, bindparam, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -36,6 +36,7 @@ from service.db.repo_base import (
     aware,
     guarded,
     lease_until,
+    rowcount,
 )
 from service.db.tar_rows import MemberDone, attach_members, member_name
 from service.states import FILE_OPEN, ChunkState, ExportState, FileState, JobState
@@ -296,7 +297,7 @@ class FilesMixin(RepoBase):
             values["lease_expires_at"] = lease_until(t, o.lease_seconds)
         result = await s.execute(guarded(File).where(*self._fence(o, (FileState.DOWNLOADING,)))
                                  .values(values))
-        return result.rowcount == 1
+        return rowcount(result) == 1
 
     async def _apply_done(self, s: AsyncSession, outcomes: list[FileOutcome], t: datetime,
                           deltas: ChunkDeltas) -> dict[int, bool]:
@@ -320,9 +321,11 @@ class FilesMixin(RepoBase):
 
     async def _store_done(self, s: AsyncSession, held: list[FileOutcome], rows: dict[int, Any],
                           t: datetime, deltas: ChunkDeltas) -> None:
-        table, conn = File.__table__, await s.connection()
-        params = [{"b_id": o.file_id, "b_sha": o.sha256, "b_size": o.size,
-                   "b_path": o.path or rows[o.file_id].dest_path} for o in held]
+        # cast: a declarative model maps one Table; DeclarativeBase types __table__ FromClause
+        table, conn = cast(Table, File.__table__), await s.connection()
+        params: list[dict[str, Any]] = [
+            {"b_id": o.file_id, "b_sha": o.sha256, "b_size": o.size,
+             "b_path": o.path or rows[o.file_id].dest_path} for o in held]
         await conn.execute(
             table.update().where(table.c.id == bindparam("b_id"))
             .values(state=FileState.DONE, sha256=bindparam("b_sha"), bytes_done=bindparam("b_size"),

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.errors import InvalidTransition, NotFound
 from service.db.models import Chunk, Export, File, Job, JobEvent, new_job_id
-from service.db.repo_base import JobSummary, RepoBase, check_states, guarded
+from service.db.repo_base import JobSummary, RepoBase, check_states, guarded, rowcount
 from service.db.tar_rows import NOT_TAR_ROW, revive_tars
 from service.states import (
     CHUNK_OPEN,
@@ -274,7 +274,7 @@ class JobsMixin(RepoBase):
             values["finished_at"] = now
         result = await s.execute(guarded(Job).where(Job.id == job_id, Job.state.in_(allowed))
                                  .values(state=to, updated_at=now, **values))
-        if result.rowcount == 0:
+        if rowcount(result) == 0:
             job = await _require_job(s, job_id)
             raise InvalidTransition(f"cannot {action} job {job_id}: it is {job.state} "
                                     f"(allowed when {', '.join(allowed)})")

@@ -88,7 +88,8 @@ async def _job_figures(s: AsyncSession, snap: MetricsSnapshot) -> None:
         select(File.job_id, func.count()).where(
             File.job_id.in_(snap.active_jobs), File.state == FileState.DOWNLOADING, NOT_TAR_ROW)
         .group_by(File.job_id))).all())
-    for job_id, opened, done, failed, skipped, bytes_done, expected in rows:
+    for job_id, *sums_of_job in rows:  # a star target: mypy cannot count the *sums columns
+        opened, done, failed, skipped, bytes_done, expected = sums_of_job
         figures = snap.active_jobs[job_id]
         downloading = int(moving.get(job_id, 0))
         figures.files = {FileState.PENDING: max(0, int(opened) - downloading),

@@ -92,6 +92,7 @@ class OutcomesMixin(RepoBase):
         async def tx(s: AsyncSession) -> int:
             t = self.now(now)
             export = await self._fenced_export(s, export_id, lease_token, EXPORT_PENDING)
+            given: dict[str, str | datetime]
             given = {k: v for k, v in (("request_id", request_id), ("method", method),
                                        ("protocol", protocol)) if v is not None}
             if export.state == ExportState.RESERVING:

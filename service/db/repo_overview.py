@@ -88,11 +88,11 @@ class OverviewMixin(ExportsMixin, FilesMixin):
         return await self._run(tx, read_only=True)
 
 
-def _with_chunk(job_id: str) -> Select[tuple[Export, Chunk]]:
+def _with_chunk(job_id: str) -> Select[Export, Chunk]:
     """A job's exports, each with the chunk it exports."""
     return select(Export, Chunk).join(Chunk, Chunk.id == Export.chunk_id).where(
         Export.job_id == job_id)
 
 
-def _views(rows: Result[tuple[Export, Chunk]]) -> list[ExportView]:
+def _views(rows: Result[Export, Chunk]) -> list[ExportView]:
     return [ExportView(export, chunk) for export, chunk in rows]

@@ -21,6 +21,7 @@ from service.db.repo_base import (
     aware,
     guarded,
     lease_until,
+    rowcount,
 )
 from service.states import (
     CHUNK_OPEN,
@@ -136,7 +137,7 @@ class PlanMixin(RepoBase):
                          for r in rows[start:start + 500]]
                 result = await s.execute(self.insert(Chunk).values(batch).on_conflict_do_nothing(
                     index_elements=["job_id", "seq", "part"]))
-                added += max(result.rowcount, 0)
+                added += max(rowcount(result), 0)
             return added
         return await self._run(tx) if rows else 0
 
@@ -170,7 +171,7 @@ class PlanMixin(RepoBase):
             if release:
                 values.update(plan_lease_owner=None, plan_lease_expires_at=None)
             result = await s.execute(guarded(Job).where(*cond).values(values))
-            if result.rowcount == 0:
+            if rowcount(result) == 0:
                 if await s.get(Job, job_id) is None:
                     raise NotFound(f"no job with id {job_id!r}")
                 raise LeaseLost(f"plan lease of job {job_id} was taken over")

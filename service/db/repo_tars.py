@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.counters import ChunkDeltas
 from service.db.models import File
-from service.db.repo_base import UNFENCED, guarded, lease_until
+from service.db.repo_base import UNFENCED, guarded, lease_until, rowcount
 from service.db.repo_files import CLEARED, FileOutcome, FilesMixin
 from service.db.tar_rows import MemberDone, TarMember, is_tar_key, member_name, tar_host
 from service.states import FILE_OPEN, FileState
@@ -60,7 +60,7 @@ class TarsMixin(FilesMixin):
             values.update(etag=o.etag, last_modified=o.last_modified)
         held = await s.execute(guarded(File).where(*self._fence(o, (FileState.DOWNLOADING,)))
                                .values(values))
-        if held.rowcount != 1:
+        if rowcount(held) != 1:
             return False
         step = MEMBERS_PER_STATEMENT
         for start in range(0, len(o.members), step):

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Chunk, Export, File, Job, Worker
-from service.db.repo_base import RepoBase, guarded, lease_until
+from service.db.repo_base import RepoBase, guarded, lease_until, rowcount
 from service.states import FileState
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,10 @@ class WorkersMixin(RepoBase):
                 owned.append(File.id.in_(sorted(files.ids)))
             result = await s.execute(guarded(model).where(*owned)
                                      .values(lease_expires_at=until))
-            renewed += result.rowcount
+            renewed += rowcount(result)
         result = await s.execute(guarded(Job).where(Job.plan_lease_owner == worker_id)
                                  .values(plan_lease_expires_at=until))
-        return renewed + result.rowcount
+        return renewed + rowcount(result)
 
     async def _release_orphans(self, s: AsyncSession, worker_id: str,
                                files: HeldFiles) -> None:
@@ -87,9 +87,9 @@ class WorkersMixin(RepoBase):
                                 File.updated_at < files.orphans_before)
             .values(state=FileState.PENDING, lease_token=File.lease_token + 1, lane=None,
                     lease_owner=None, lease_expires_at=None, updated_at=self.now()))
-        if result.rowcount:
+        if rowcount(result):
             log.warning("worker %s: handed back %d download(s) it no longer worked on",
-                        worker_id, result.rowcount)
+                        worker_id, rowcount(result))
 
     async def list_workers(self) -> list[Worker]:
         """Known workers, most recent heartbeat first."""
@@ -140,14 +140,14 @@ class WorkersMixin(RepoBase):
                                     File.state == FileState.DOWNLOADING)
                 .values(state=FileState.PENDING, lease_token=File.lease_token + 1, updated_at=t,
                         lane=None, **cleared))
-            released += files.rowcount
+            released += rowcount(files)
             for model in (Chunk, Export, File):
                 result = await s.execute(guarded(model).where(model.lease_owner == worker_id)
                                          .values(**cleared))
-                released += result.rowcount
+                released += rowcount(result)
             jobs = await s.execute(guarded(Job).where(Job.plan_lease_owner == worker_id)
                                    .values(plan_lease_owner=None, plan_lease_expires_at=None))
             await s.execute(guarded(Worker).where(Worker.id == worker_id)
                             .values(stopped_at=t, heartbeat_at=t, holding=None))
-            return released + jobs.rowcount
+            return released + rowcount(jobs)
         return await self._run(tx)

@@ -290,11 +290,10 @@ def raise_for_http(resp: aiohttp.ClientResponse, url: str, offset: int,
     if resp.status in (200, 206):
         return
     message = f"{url}: HTTP {resp.status} {resp.reason or ''}".rstrip()
-    kw = {"http_status": resp.status, "retry_after": retry_after_seconds(resp.headers),
-          "bytes_done": offset, "validator": validator}
-    if resp.status >= 500 or resp.status in (408, 425, 429):
-        raise FetchRetryableError(message, **kw)
-    raise FetchPermanentError(message, **kw)
+    retryable = resp.status >= 500 or resp.status in (408, 425, 429)
+    error = FetchRetryableError if retryable else FetchPermanentError
+    raise error(message, http_status=resp.status, retry_after=retry_after_seconds(resp.headers),
+                bytes_done=offset, validator=validator)
 
 
 def _declared_total(resp: aiohttp.ClientResponse, offset: int) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 State = Literal["up", "down", "unknown"]
 DOWN_AFTER = 3
@@ -30,9 +30,18 @@ class Reachability:
     failing_since: datetime | None = None
     checked_at: float = float("-inf")  # monotonic time of the last call or probe
 
-    def as_dict(self) -> dict[str, str | None]:
+    def as_dict(self) -> ReachabilityFields:
         return {"state": self.state, "since": _iso(self.since),
                 "last_ok_at": _iso(self.last_ok_at), "last_error": self.last_error}
+
+
+class ReachabilityFields(TypedDict):
+    """``Reachability.as_dict()``: the state and its times as ISO 8601 text."""
+
+    state: State
+    since: str | None
+    last_ok_at: str | None
+    last_error: str | None
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -26,14 +26,14 @@ RESUME_MARGIN = 1 << 20  # bytes freed since the failure that count as "space is
 PROBE_SECONDS = 60.0  # without that, try again after this long anyway
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
     """Whether an error (or its cause) is ENOSPC / EDQUOT."""
     while exc is not None:
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
             return True
         if getattr(exc, "os_errno", None) in DISK_FULL_ERRNOS:
             return True
-        exc = exc.__cause__  # type: ignore[assignment]
+        exc = exc.__cause__
     return False
 
 

@@ -63,7 +63,8 @@ async def ready_files(ctx: StageContext, spec: JobSpec, meta: SeriesMeta, reply:
         listing = await ctx.jsoc.rs_list(recordset.split("{", 1)[0],
                                          keys=rs_list_keys(fields), rec_index=True)
         table = keyword_table(listing, fields)
-    files, seen = [], {}
+    files: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for item, problem in zip(items, name_problems(reply, items), strict=True):
         row = _file_row(spec, meta, item, problem, table.get(item.record.lower()), recordset)
         dest = row["dest_path"]
