@@ -390,9 +390,10 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
         loop.add_signal_handler(sig, stop.set)
     tasks = []
     api_repo = repo.sibling(**api_pool()) if api and workers else repo  # own pool
-    if api:
-        tasks.append(asyncio.create_task(serve_api(settings, api_repo, stop), name="api"))
     runner = load_worker_runner() if workers else None
+    if api:
+        tasks.append(asyncio.create_task(
+            serve_api(settings, api_repo, stop, shares_loop=runner is not None), name="api"))
     if runner is not None:
         tasks.append(asyncio.create_task(runner(settings, repo, stop), name="workers"))
     elif workers:

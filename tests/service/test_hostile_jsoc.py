@@ -19,7 +19,7 @@ from service.jsoc.client import ExportReply
 from service.jsoc.status import JsocMalformedReply
 from service.stages.context import open_context
 from service.stages.plan import _handle
-from tests.service.chaos.hostile import HostileJsoc
+from tests.chaos.hostile import HostileJsoc
 from tests.service.conftest import job_with_chunks, ready_export
 from tests.service.test_worker import (
     EMAIL,
