@@ -371,7 +371,8 @@ async def run_service(settings: Settings, *, api: bool = True, workers: bool = T
     tasks = []
     api_repo = repo.sibling(**api_pool()) if api and workers else repo  # own pool
     if api:
-        tasks.append(asyncio.create_task(serve_api(settings, api_repo, stop), name="api"))
+        tasks.append(asyncio.create_task(
+            serve_api(settings, api_repo, stop, shares_loop=workers), name="api"))
     if workers:
         tasks.append(asyncio.create_task(run_workers(settings, repo, stop), name="workers"))
     if settings.metrics_port is not None:

@@ -59,6 +59,9 @@ def print_readiness(ready: dict[str, Any]) -> None:
     elif jsoc.get("last_ok_at"):
         line += f" (last answer {jsoc['last_ok_at']})"
     print(f"  jsoc        {line}")
+    for c in ready.get("conditions") or []:
+        print(f"  worker      {c.get('worker')}: {c.get('condition')} since {c.get('since')}"
+              f" under {c.get('path')} ({c.get('error')})")
 
 
 def cmd_health(args: argparse.Namespace, client: Any) -> int:

@@ -87,3 +87,9 @@ EXPORT_EXPIRABLE = (ExportState.SUBMITTED, ExportState.POLLING, ExportState.READ
 
 # files: not finished (counted in a chunk's ``files_open``)
 FILE_OPEN = (FileState.PENDING, FileState.DOWNLOADING)
+
+
+class ConditionKind(StrEnum):
+    """A worker-wide condition a live worker reports in its heartbeat."""
+
+    DISK_FULL = "disk_full"

@@ -17,6 +17,7 @@ no child process; the guard below makes a unit test that reaches for one fail.
 from __future__ import annotations
 
 import inspect
+import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +27,16 @@ from typing import Any, NoReturn
 import pytest
 
 from jsocsim.server import Emulator, run_emulator
+from service.db.migrate import upgrade_async
+from service.db.repo import Repo
 from service.jsoc.client import clear_series_cache
+from tests.databases import (
+    POSTGRES_URL,
+    UNUSABLE,
+    PostgresServer,
+    run_sync,
+    skip_or_fail_without_postgres,
+)
 from tests.emulators import emulator_options, threaded_emulator
 
 # fixtures a unit test may not use: each needs a database, an emulator or a process
@@ -96,3 +106,89 @@ def _unit_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     for name in ("bind", "connect", "connect_ex"):
         monkeypatch.setattr(socket.socket, name, _refuse(f"{name} a socket"))
     monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("start a child process"))
+
+
+# ---- databases: a test using db_url runs on SQLite and on Postgres (see tests/databases.py) ----
+
+BACKENDS = [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer | str:
+    """The Postgres server, or the reason it cannot be used."""
+    server = PostgresServer(POSTGRES_URL)
+    try:
+        server.execute("SELECT 1")
+    except UNUSABLE as exc:
+        return f"{server.url.render_as_string()}: {exc}"
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: PostgresServer | str) -> Iterator[str | None]:
+    """A migrated template database for this session (None when Postgres is unusable)."""
+    if isinstance(postgres_server, str):
+        yield None
+        return
+    name = postgres_server.create()
+    try:
+        run_sync(upgrade_async(postgres_server.url_for(name)))
+        yield name
+    finally:
+        postgres_server.drop_all()
+        postgres_server.drop(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite database file to copy for each test."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    run_sync(upgrade_async(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+def _postgres(request: pytest.FixtureRequest) -> PostgresServer:
+    server = request.getfixturevalue("postgres_server")
+    if isinstance(server, str):
+        skip_or_fail_without_postgres(server)
+    return server
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database at the newest migration, on SQLite and on Postgres."""
+    if request.param == "sqlite":
+        path = tmp_path / "jsoc-bulk.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    server = _postgres(request)
+    name = server.acquire(request.getfixturevalue("postgres_template"))
+    try:
+        yield server.url_for(name)
+    finally:
+        server.release(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def blank_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database (no tables), on SQLite and on Postgres."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
+        return
+    server = _postgres(request)
+    name = server.create()
+    try:
+        yield server.url_for(name)
+    finally:
+        server.drop(name)
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[Repo]:
+    """A repository on the test database."""
+    repository = Repo.from_url(db_url)
+    try:
+        yield repository
+    finally:
+        await repository.close()

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from service.api.admission import make_admission_middleware
+from service.api.admission import LoopBudget, make_admission_middleware
 from service.api.auth import make_auth_middleware
 from service.api.dashboard import add_dashboard, is_public
 from service.api.guards import input_text_middleware
@@ -19,6 +19,7 @@ from service.api.handlers import (
     CONTEXT,
     ENDPOINTS,
     ApiContext,
+    job_change_middleware,
     repo_errors_middleware,
 )
 from service.api.intake import SeriesLookup
@@ -57,9 +58,11 @@ def _jsoc_client(app: web.Application, settings: Settings, context: ApiContext) 
     return lookup
 
 
-def create_app(settings: Settings, repo: Repo, *,
-               series_lookup: SeriesLookup | None = None) -> web.Application:
-    """The API application. ``series_lookup`` defaults to JSOC's ``series_struct``."""
+def create_app(settings: Settings, repo: Repo, *, series_lookup: SeriesLookup | None = None,
+               shares_loop: bool = False) -> web.Application:
+    """The API application. ``series_lookup`` defaults to JSOC's ``series_struct``; with
+    ``shares_loop`` (the workers run on the same event loop) the API keeps to a bounded
+    share of the loop (``admission.LoopBudget``)."""
     middlewares: list[Middleware] = [problem_middleware]
     token = settings.token_value
     if token:
@@ -68,7 +71,8 @@ def create_app(settings: Settings, repo: Repo, *,
             token, public=lambda request: is_public(request) or request.path in paths))
     middlewares.append(input_text_middleware)
     middlewares.append(repo_errors_middleware)
-    middlewares.append(make_admission_middleware())
+    middlewares.append(job_change_middleware)
+    middlewares.append(make_admission_middleware(budget=LoopBudget() if shares_loop else None))
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
     context = ApiContext(settings=settings, repo=repo, series_lookup=_not_running,
                          version=package_version())
@@ -87,10 +91,10 @@ def create_app(settings: Settings, repo: Repo, *,
 
 @asynccontextmanager
 async def running_api(settings: Settings, repo: Repo, *, host: str | None = None,
-                      port: int | None = None,
-                      series_lookup: SeriesLookup | None = None) -> AsyncIterator[str]:
+                      port: int | None = None, series_lookup: SeriesLookup | None = None,
+                      shares_loop: bool = False) -> AsyncIterator[str]:
     """Serve the API until the block ends; yields its base URL (port 0 picks a free port)."""
-    app = create_app(settings, repo, series_lookup=series_lookup)
+    app = create_app(settings, repo, series_lookup=series_lookup, shares_loop=shares_loop)
     runner = web.AppRunner(app)
     await runner.setup()
     bind_host = host or settings.host
@@ -107,7 +111,8 @@ async def running_api(settings: Settings, repo: Repo, *, host: str | None = None
         await runner.cleanup()
 
 
-async def serve_api(settings: Settings, repo: Repo, stop: asyncio.Event) -> None:
+async def serve_api(settings: Settings, repo: Repo, stop: asyncio.Event, *,
+                    shares_loop: bool = False) -> None:
     """Serve the API on settings.host:settings.port until ``stop`` is set."""
-    async with running_api(settings, repo):
+    async with running_api(settings, repo, shares_loop=shares_loop):
         await stop.wait()

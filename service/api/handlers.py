@@ -11,11 +11,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from service.api.admission import Coalescer
 from service.api.deletion import collect_job_files, delete_job_files, delete_manifest
 from service.api.intake import SeriesLookup, parse_spec, read_json_object
 from service.api.openapi import Endpoint, HeaderParam
-from service.api.problems import ApiProblem, Handler, json_response, validation_problem
+from service.api.problems import (
+    ApiProblem,
+    Handler,
+    json_response,
+    json_text,
+    validation_problem,
+)
 from service.api.rates import (
     RateTracker,
     average_rate,
@@ -41,8 +46,10 @@ from service.api.schemas import (
     job_detail,
     job_out,
     mirror_status,
+    worker_conditions_out,
     worker_out,
 )
+from service.api.shared_reads import SharedReads
 from service.api.vetting import job_recordset, preview_spec, vet_at_jsoc, vet_spec
 from service.db.repo import InvalidTransition, NotFound, Repo
 from service.jobspec import JobSpec
@@ -67,7 +74,7 @@ class ApiContext:
     version: str
     rates: RateTracker = field(default_factory=RateTracker)
     openapi: dict[str, Any] = field(default_factory=dict)
-    status_reads: Coalescer = field(default_factory=Coalescer)  # GET /jobs/{id} shared
+    status_reads: SharedReads = field(default_factory=SharedReads)  # GET /jobs/{id} bodies
     jsoc: JsocClient | None = None  # opened with the app
 
 
@@ -98,6 +105,19 @@ async def repo_errors_middleware(request: web.Request, handler: Handler) -> web.
         raise ApiProblem(404, "not-found", "Job not found", str(exc)) from None
     except InvalidTransition as exc:
         raise ApiProblem(409, "invalid-state-change", "Invalid state change", str(exc)) from None
+
+
+@web.middleware
+async def job_change_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request that may change a job (any method but GET and HEAD on a job's path) drops
+    the job's shared status body, whatever its outcome."""
+    job_id = request.match_info.get("job_id")
+    if job_id is None or request.method in ("GET", "HEAD"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    finally:
+        ctx(request).status_reads.forget(job_id)
 
 
 def _job_id(request: web.Request) -> str:
@@ -171,8 +191,12 @@ async def get_job(request: web.Request) -> web.Response:
     also how far the mirror is covered and how far behind JSOC's newest data it is."""
     c = ctx(request)
     job_id = _job_id(request)
-    detail = await c.status_reads.run(job_id, lambda: _job_detail(c, job_id))
-    return json_response(detail)
+    body = await c.status_reads.get(job_id, lambda: _job_detail_body(c, job_id))
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _job_detail_body(c: ApiContext, job_id: str) -> bytes:
+    return json_text(await _job_detail(c, job_id)).encode()
 
 
 async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
@@ -190,6 +214,9 @@ async def _job_detail(c: ApiContext, job_id: str) -> JobDetail:
     detail.download_dir = _root(c)
     detail.active_exports = [export_out(e) for e in await c.repo.active_exports(job.id)]
     detail.recordset = await job_recordset(job.spec, c.series_lookup)
+    if job.state in ("queued", "running"):
+        detail.conditions = worker_conditions_out(await c.repo.worker_conditions(
+            stale_after=worker_stale_after(c.settings)))
     return detail
 
 
@@ -262,10 +289,15 @@ async def delete_job(request: web.Request) -> web.Response:
 async def list_workers(request: web.Request) -> web.Response:
     """GET /workers: workers with heartbeats and what each holds."""
     c = ctx(request)
-    stale_after = max(3 * c.settings.heartbeat_seconds, c.settings.lease_seconds)
     now = datetime.now(UTC)
     workers = await c.repo.list_workers()
-    return json_response(WorkerList(items=[worker_out(w, now, stale_after) for w in workers]))
+    return json_response(WorkerList(items=[worker_out(w, now, worker_stale_after(c.settings))
+                                           for w in workers]))
+
+
+def worker_stale_after(settings: Settings) -> float:
+    """Seconds without a heartbeat after which a worker counts as gone."""
+    return max(3 * settings.heartbeat_seconds, settings.lease_seconds)
 
 
 async def openapi_json(request: web.Request) -> web.Response:

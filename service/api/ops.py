@@ -3,12 +3,14 @@ and ``GET /api/v1/ready`` (readiness). Health and ready never need the token (pr
 send one); /metrics needs it unless ``metrics_public``.
 
 * health: 200 whenever the process answers; ``status`` is ``ok`` only while the database
-  answers and JSOC is not known to be down, else ``degraded`` (the body says which).
+  answers, JSOC is not known to be down and no live worker reports a worker-wide condition
+  (disk full), else ``degraded`` (the body says which, and which worker).
 * ready: 503 while the database is unreachable or its schema is not the newest; JSOC down
-  does not make it 503 (jobs are still accepted and wait out the outage) but the body says
-  since when, and ``status`` is ``degraded``. When no JSOC call told anything in the last
-  minute, or the last one failed, ready asks JSOC itself (``show_series`` of a name that
-  matches nothing; a failed probe means down).
+  or a worker's disk full does not make it 503 (the API still answers and accepts jobs,
+  which wait out the condition; taking the API out of a load balancer would hide the very
+  status an operator needs) but the body says since when, and ``status`` is ``degraded``.
+  When no JSOC call told anything in the last minute, or the last one failed, ready asks
+  JSOC itself (``show_series`` of a name that matches nothing; a failed probe means down).
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from pydantic import BaseModel, Field
 
 from service.api.auth import make_auth_middleware
-from service.api.handlers import API_PREFIX, CONTEXT, ApiContext
+from service.api.handlers import API_PREFIX, CONTEXT, ApiContext, worker_stale_after
 from service.api.openapi import Endpoint
 from service.api.problems import json_response, problem_middleware
+from service.api.schemas import WorkerCondition, worker_conditions_out
 from service.db.migrate import head_revision, revision_on_engine
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
@@ -60,25 +63,34 @@ class JsocReachability(BaseModel):
     last_error: str | None = Field(description="What the last failed call got")
 
 
+CONDITIONS_DOC = ("Worker-wide conditions live workers report (disk full), each naming its "
+                  "worker; any makes the status degraded")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        description="ok: database reachable and JSOC not known down; else degraded")
+        description="ok: database reachable, JSOC not known down and no worker condition; "
+        "else degraded")
     database: Literal["ok", "unavailable"]
     jsoc: JsocReachability
+    conditions: list[WorkerCondition] = Field(default_factory=list,
+                                              description=CONDITIONS_DOC)
     version: str
     auth: bool = Field(description="Whether requests need a bearer token")
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "not_ready"] = Field(
-        description="ready; degraded: JSOC unreachable (jobs wait for it); not_ready (503): "
-        "database unreachable or schema not current")
+        description="ready; degraded: JSOC unreachable or a worker condition such as disk "
+        "full (jobs wait for it); not_ready (503): database unreachable or schema not current")
     database: Literal["ok", "unavailable"]
     migrations: Literal["current", "behind", "unknown"] = Field(
         description="Whether the schema is the newest (jsoc-bulk db upgrade)")
     schema_revision: str | None
     expected_revision: str
     jsoc: JsocReachability
+    conditions: list[WorkerCondition] = Field(default_factory=list,
+                                              description=CONDITIONS_DOC)
     version: str
 
 
@@ -121,24 +133,28 @@ def _jsoc(c: ApiContext) -> JsocReachability:
     return JsocReachability(**jsoc_state.reachability(c.settings.jsoc_url).as_dict())
 
 
-async def _database_ok(c: ApiContext) -> bool:
+async def _conditions(c: ApiContext, check: str) -> list[WorkerCondition] | None:
+    """The live workers' conditions; None when the database does not answer."""
     try:
-        await asyncio.wait_for(c.repo.list_jobs(limit=1), CHECK_TIMEOUT)
+        return worker_conditions_out(await asyncio.wait_for(
+            c.repo.worker_conditions(stale_after=worker_stale_after(c.settings)),
+            CHECK_TIMEOUT))
     except Exception as exc:
-        log.warning("health: the database is not reachable (%s)", type(exc).__name__)
-        return False
-    return True
+        log.warning("%s: the database is not reachable (%s)", check, type(exc).__name__)
+        return None
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: liveness; 200 while the process answers, with database and JSOC state."""
+    """GET /health: liveness; 200 while the process answers, with the state of the database,
+    of JSOC and of the workers (their conditions)."""
     c = request.app[CONTEXT]
-    db_ok = await _database_ok(c)
+    conditions = await _conditions(c, "health")
     jsoc = _jsoc(c)
-    ok = db_ok and jsoc.state != "down"
+    ok = conditions == [] and jsoc.state != "down"
     return json_response(Health(status="ok" if ok else "degraded",
-                                database="ok" if db_ok else "unavailable", jsoc=jsoc,
-                                version=c.version, auth=bool(c.settings.token_value)))
+                                database="unavailable" if conditions is None else "ok",
+                                jsoc=jsoc, conditions=conditions or [], version=c.version,
+                                auth=bool(c.settings.token_value)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,13 +177,14 @@ async def ready(request: web.Request) -> web.Response:
     db_ok, revision = await _revision(c)
     migrations: Literal["current", "behind", "unknown"]
     migrations = "unknown" if not db_ok else "current" if revision == _head() else "behind"
+    conditions = await _conditions(c, "ready") if migrations == "current" else None
     jsoc = _jsoc(c)
     status: Literal["ready", "degraded", "not_ready"]
     status = ("not_ready" if migrations != "current" else
-              "degraded" if jsoc.state == "down" else "ready")
+              "degraded" if jsoc.state == "down" or conditions else "ready")
     body = Readiness(status=status, database="ok" if db_ok else "unavailable",
                      migrations=migrations, schema_revision=revision, expected_revision=_head(),
-                     jsoc=jsoc, version=c.version)
+                     jsoc=jsoc, conditions=conditions or [], version=c.version)
     return json_response(body, status=503 if status == "not_ready" else 200)
 
 

@@ -146,15 +146,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem_response(internal, request.path)
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None,
-                  ) -> web.Response:
-    """A JSON response from a pydantic model or plain data. Text that is not UTF-8 (a lone
-    surrogate stored before input was checked) is sent escaped rather than failing."""
+def json_text(data: Any) -> str:
+    """JSON of a pydantic model or plain data. Text that is not UTF-8 (a lone surrogate
+    stored before input was checked) is sent escaped rather than failing."""
     if isinstance(data, BaseModel):
         try:
-            text = data.model_dump_json()
+            return data.model_dump_json()
         except PydanticSerializationError:
-            text = json.dumps(data.model_dump(mode="json"))
-    else:
-        text = json.dumps(data)
-    return web.json_response(text=text, status=status, headers=headers)
+            return json.dumps(data.model_dump(mode="json"))
+    return json.dumps(data)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  ) -> web.Response:
+    """A JSON response from a pydantic model or plain data (``json_text``)."""
+    return web.json_response(text=json_text(data), status=status, headers=headers)

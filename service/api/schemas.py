@@ -17,6 +17,7 @@ from service.states import (
     EXPORT_STATES,
     FILE_STATES,
     ChunkState,
+    ConditionKind,
     ExportState,
     FileState,
     JobState,
@@ -103,6 +104,35 @@ class EventOut(BaseModel):
     message: str
 
 
+class WorkerCondition(BaseModel):
+    """A worker-wide condition a live worker reports in its heartbeat: it downloads nothing
+    until the condition clears (by itself, e.g. once disk space is freed)."""
+
+    worker: str = Field(description="The worker's id (see /workers)")
+    condition: ConditionKind = Field(
+        description="disk_full: writing under the download directory failed for lack of "
+        "space; the worker claims no downloads until space is freed")
+    since: str | None = Field(None, description="When the condition began (UTC)")
+    error: str | None = Field(None, description="What failed")
+    path: str | None = Field(None, description="The directory concerned")
+
+
+def worker_conditions_out(by_worker: dict[str, dict[str, Any]]) -> list[WorkerCondition]:
+    """``Repo.worker_conditions`` as API items, by worker id then condition name."""
+    items = []
+    for worker, conditions in sorted(by_worker.items()):
+        for name, about in sorted(conditions.items()):
+            about = about if isinstance(about, dict) else {}
+            items.append(WorkerCondition(
+                worker=worker, condition=ConditionKind(name), since=_text(about.get("since")),
+                error=_text(about.get("error")), path=_text(about.get("path"))))
+    return items
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class JobDetail(JobOut):
     """A job with its progress: counts by state, bytes, rate, ETA and recent errors."""
 
@@ -121,6 +151,9 @@ class JobDetail(JobOut):
     rate_bytes_per_s: float | None = Field(description="Recent download rate")
     eta_seconds: float | None = Field(description="Estimated seconds until all bytes are in")
     recent_errors: list[EventOut]
+    conditions: list[WorkerCondition] = Field(
+        default_factory=list, description="While the job is queued or running: worker-wide "
+        "conditions holding its downloads back now (e.g. disk full on a worker)")
     download_dir: str | None = Field(None, description="Absolute download directory the "
                                      "job's paths are relative to")
     active_exports: list[ExportOut] = Field(

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.models import Chunk, Export, File, Job, Worker
 from service.db.repo_base import RepoBase, guarded, lease_until, rowcount
-from service.states import FileState
+from service.states import ConditionKind, FileState
 
 log = logging.getLogger(__name__)
-CONDITIONS = ("disk_full",)  # worker-wide conditions a heartbeat's ``holding`` may carry
+CONDITIONS = tuple(ConditionKind)  # worker-wide conditions a heartbeat's ``holding`` may carry
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class OutcomeRecorder:
         self.on_done: Callable[[list[int]], None] | None = None  # files committed done
         self.lost: set[int] = set()  # files whose lease turned out to be gone
         self.sources: dict[int, tuple[str, str]] = {}  # leased file id -> (job, host), metrics
+        self.leases: dict[int, int] = {}  # leased file id -> token of its newest lease here
         self._entries: list[_Entry] = []
         self._progress: dict[int, int] = {}  # file id -> index of its queued progress entry
         self._kick = asyncio.Event()
@@ -106,7 +107,9 @@ class OutcomeRecorder:
         """Remember the job and host of leased files (metric labels of their outcomes)."""
         if len(self.sources) > MAX_TRACKED:  # ids whose outcome never came (lease lost)
             self.sources.clear()
+            self.leases.clear()
         self.sources.update((c.file_id, (c.job_id, c.host)) for c in claims)
+        self.leases.update((c.file_id, c.lease_token) for c in claims)
 
     def _supersede(self, index: int, final: FileOutcome) -> None:
         """A small file finished before its progress was written: the final outcome carries
@@ -217,7 +220,8 @@ class OutcomeRecorder:
         final = False
         for entry, ok in zip(entries, results, strict=True):
             if not ok:
-                self.lost.add(entry.outcome.file_id)
+                if not self._leased_again(entry.outcome):
+                    self.lost.add(entry.outcome.file_id)
                 if entry.outcome.kind in ("done", "progress"):
                     log.warning("file %s: %s not recorded, its lease was lost",
                                 entry.outcome.file_id, entry.outcome.kind)
@@ -234,6 +238,14 @@ class OutcomeRecorder:
                 if ok and e.outcome.kind == "done"]
             if done:
                 self.on_done(done)
+
+    def _leased_again(self, outcome: FileOutcome) -> bool:
+        """Whether this worker leased the file anew since the outcome's lease (after a
+        database outage the lanes reclaim expired leases while older outcomes still wait):
+        that outcome's failed fence then says nothing of the new lease, which must not
+        count as lost (its lane would skip the file and the heartbeat keep its lease)."""
+        newest = self.leases.get(outcome.file_id)
+        return None not in (newest, outcome.lease_token) and newest != outcome.lease_token
 
     def _count(self, entries: list[_Entry], results: list[bool]) -> None:
         """Metrics of one group commit: files and bytes done by job and host, retries and
@@ -252,6 +264,8 @@ class OutcomeRecorder:
                 done += [(job, host, m.size) for m in o.members]
             if o.kind not in COALESCED:
                 self.sources.pop(o.file_id, None)
+                if self.leases.get(o.file_id) == o.lease_token:
+                    del self.leases[o.file_id]
         if done:
             metrics.record_downloads(done)
         if retries:

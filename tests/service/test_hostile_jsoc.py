@@ -18,7 +18,7 @@ from service.jsoc.client import ExportReply
 from service.jsoc.status import JsocMalformedReply
 from service.stages.context import open_context
 from service.stages.plan import _handle
-from tests.service.chaos.hostile import HostileJsoc
+from tests.chaos.hostile import HostileJsoc
 from tests.service.jobs_harness import (
     EMAIL,
     check_files_match_manifest,

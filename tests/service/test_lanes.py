@@ -19,6 +19,7 @@ from service.download.verify import VerificationError
 from service.stages import plan_tick, poll_tick, submit_tick
 from service.stages.context import open_context
 from service.stages.download import download_file
+from service.stages.recorder import OutcomeRecorder
 from service.stages.transfer import _link_verified
 from tests.service.jobs_harness import (
     EMAIL,
@@ -32,6 +33,37 @@ from tests.service.rows import Clock, job_with_chunks, ready_export
 
 HOST = "127.0.0.1:9"
 
+
+async def test_a_stale_outcome_does_not_lose_the_same_workers_new_lease(
+        repo: Repo, clock: Clock) -> None:
+    """After a database outage a lane leases again the expired files whose outcomes still
+    wait in the recorder: those outcomes fail their fence when written, and that must not
+    mark the new lease lost (its lane would skip the file while the heartbeat kept renewing
+    it: a stall)."""
+    r = Repo(repo.engine, clock=clock)
+    job_id = await job_with_chunks(r, 1)
+    await ready_export(r, job_id, ["a", "b"])
+    recorder = OutcomeRecorder(r)
+    old = await r.claim_file_batch("w1", HOST, lane="w1#1", max_files=2, lease_seconds=2)
+    recorder.track(old)
+    held = recorder.add(FileOutcome(old[0].file_id, "done", old[0].lease_token,
+                                    sha256="0" * 64, size=100))  # the database is away
+    clock.advance(3)  # ... longer than the lease
+    new = await r.claim_file_batch("w1", HOST, lane="w1#2", max_files=2, lease_seconds=30)
+    recorder.track(new)
+    await recorder.flush()  # the database is back: the old outcome is fenced off
+    assert await held is False
+    assert recorder.lost == set()  # ... and the new lease of the file is not lost
+    lost_elsewhere = FileOutcome(old[1].file_id, "progress", old[1].lease_token, size=10)
+    recorder.leases.pop(old[1].file_id)  # as if another worker held the new lease
+    assert await recorder.add(lost_elsewhere) is False
+    await recorder.flush()
+    assert recorder.lost == {old[1].file_id}
+    outcome = recorder.add(FileOutcome(new[0].file_id, "done", new[0].lease_token,
+                                       sha256="1" * 64, size=100))
+    await recorder.flush()
+    assert await outcome is True
+    await recorder.close()
 
 async def test_a_batch_is_one_connection_and_is_taken_over_after_its_lease(
         repo: Repo, clock: Clock) -> None:

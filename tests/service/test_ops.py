@@ -1,5 +1,6 @@
 """/metrics, /api/v1/health and /api/v1/ready on a real served API: the token, the database
-(reachable or not, schema current or behind) and JSOC (up, or down since when)."""
+(reachable or not, schema current or behind), JSOC (up, or down since when) and the workers'
+conditions (disk full)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from service.db.repo import Repo
 from service.jsoc.metadata import SeriesMeta
 from service.ops import jsoc_state
 from service.settings import Settings
+from service.stages.diskspace import DiskWatch
 from tests.e2e.procs import free_port
 from tests.service.api_harness import served_api
 
@@ -211,3 +214,34 @@ async def test_a_hung_jsoc_does_not_hang_readiness(db_url: str, tmp_path: Path,
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_workers_disk_full_degrades_health_ready_and_the_job(db_url: str,
+                                                                     tmp_path: Path) -> None:
+    """A live worker's disk-full condition (its heartbeat row, as DiskWatch reports it):
+    health and ready say degraded (200) and name the worker, an active job lists it; a stale
+    worker's condition does not count, nor does it show on a finished job."""
+    root = tmp_path / "files"
+    root.mkdir()
+    watch = DiskWatch(root)
+    assert watch.report("[Errno 28] No space left on device")
+    summary = watch.summary()
+    assert summary is not None
+    async with served_api(db_url, tmp_path) as api:
+        ok = (await api.call("GET", "health")).body
+        assert ok["status"] == "ok" and ok["conditions"] == [], ok
+        await api.repo.heartbeat("w-full", hostname="h", pid=1,
+                                 holding={"downloading": [], "disk_full": summary})
+        await api.repo.heartbeat("w-gone", hostname="h", pid=2, now=datetime.now(UTC) -
+                                 timedelta(hours=1), holding={"disk_full": summary})
+        expected = [{"worker": "w-full", "condition": "disk_full",
+                     "since": summary["since"], "path": str(root),
+                     "error": "[Errno 28] No space left on device"}]
+        for check in ("health", "ready"):
+            reply = await api.call("GET", check)
+            assert reply.status == 200 and reply.body["status"] == "degraded", reply.body
+            assert reply.body["conditions"] == expected and reply.body["database"] == "ok"
+        job_id = (await api.submit()).body["id"]
+        assert (await api.call("GET", f"jobs/{job_id}")).body["conditions"] == expected
+        await api.call("POST", f"jobs/{job_id}/cancel")
+        assert (await api.call("GET", f"jobs/{job_id}")).body["conditions"] == []

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.chaos.hostile import HostileJsoc, in_thread
 from tests.e2e.checks import assert_files_verified, assert_polite, assert_quiet_log, job_files
 from tests.e2e.procs import EMAIL, FAST, Daemon, http_json, start_emulator, wait_for
-from tests.service.chaos.hostile import HostileJsoc, in_thread
 
 pytestmark = pytest.mark.e2e
 BAD_NAMES = ["../x", "bad\u0000name.fits", "a" * 300 + ".fits"]

@@ -1,16 +1,18 @@
 """Database outages for chaos tests (the database fixtures, both backends, come from
-tests/service).
+tests/service/conftest.py through tests/chaos/conftest.py).
 
 An outage is real, never mocked: on Postgres the worker reaches the server through a TCP proxy
 that the test stops (every connection cut, new ones refused) and starts again; on SQLite another
-connection holds the write lock (``BEGIN EXCLUSIVE``), so every write of the worker fails with
-"database is locked" once the (shortened) busy timeout passes.
+process holds the write lock (``BEGIN EXCLUSIVE``) for longer than the (shortened) busy
+timeout, so every write of the worker fails with "database is locked" while reads go on. (A
+read-only file or directory, the other way SQLite becomes unwritable, does not bind root,
+which these tests may run as.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,7 +21,16 @@ from sqlalchemy.engine import make_url
 
 from service.db import engine
 
-SQLITE_BUSY_MS = 200  # a write waits this long for the lock before it fails
+SQLITE_BUSY_MS = 20  # a write waits this long for the lock before it fails
+# holds the write lock of the database file argv[1] until its stdin has a line or closes
+LOCK_HOLDER = """
+import sqlite3, sys
+lock = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+lock.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+lock.execute("COMMIT")
+"""
 
 
 class TcpProxy:
@@ -76,7 +87,7 @@ class DatabaseOutage:
         self.url = url
         self.sqlite = make_url(url).get_backend_name() == "sqlite"
         self._proxy: TcpProxy | None = None
-        self._lock: sqlite3.Connection | None = None
+        self._lock: asyncio.subprocess.Process | None = None
 
     async def open(self) -> None:
         if self.sqlite:
@@ -91,17 +102,21 @@ class DatabaseOutage:
             await self._proxy.stop()
             return
         path = make_url(self.db_url).database or ""
-        self._lock = sqlite3.connect(path, timeout=30, isolation_level=None,
-                                     check_same_thread=False)
-        await asyncio.to_thread(self._lock.execute, "BEGIN EXCLUSIVE")
+        self._lock = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOCK_HOLDER, path, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE)
+        assert self._lock.stdout is not None
+        line = await asyncio.wait_for(self._lock.stdout.readline(), 60)
+        assert line == b"locked\n", f"the lock holder did not lock the database: {line!r}"
 
     async def end(self) -> None:
         if self._proxy is not None:
             await self._proxy.start()
             return
-        assert self._lock is not None
-        self._lock.execute("COMMIT")
-        self._lock.close()
+        assert self._lock is not None and self._lock.stdin is not None
+        self._lock.stdin.close()  # it commits and exits
+        code = await asyncio.wait_for(self._lock.wait(), 60)
+        assert code == 0, f"the lock holder exited with {code}"
         self._lock = None
 
     async def close(self) -> None:
