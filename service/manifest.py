@@ -244,7 +244,7 @@ class ManifestWriter:
         self._checked.add(path)
         await asyncio.to_thread(repair_tail, path)
         lines = await asyncio.to_thread(count_lines, path)
-        done = (await self.repo.job_summary(job_id, events=0)).files.get("done", 0)
+        done = await self.repo.job_done_count(job_id)
         if lines + adding >= done:
             return False
         await self.rebuild(job_id, path)
