@@ -68,7 +68,8 @@ class Selection:
         return f"{self.series}[{self._text(self.start)}/{self.seconds}s]{wave}{{{self.segment}}}"
 
     def spec(self, method: str, protocol: str) -> dict[str, Any]:
-        """jsoc-bulk's job spec: its `end` is included, so it is the last slot's time."""
+        """jsoc-bulk's job spec. Both ends are included (as sunpy's), so it ends at the last
+        slot: the same records as `recordset`."""
         spec: dict[str, Any] = {
             "series": self.series, "start": self._text(self.start),
             "end": self._text(self.start + timedelta(seconds=self.seconds - self.cadence)),

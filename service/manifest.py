@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from service.jsoc.records import split_record
-from service.states import FileState
 from service.timeutil import TimeFormatError, parse_calendar
 
 if TYPE_CHECKING:  # the CLI reads manifests without loading the database layer
@@ -244,7 +243,7 @@ class ManifestWriter:
         self._checked.add(path)
         await asyncio.to_thread(repair_tail, path)
         lines = await asyncio.to_thread(count_lines, path)
-        done = (await self.repo.job_summary(job_id, events=0)).files.get(FileState.DONE, 0)
+        done = await self.repo.job_done_count(job_id)
         if lines + adding >= done:
             return False
         await self.rebuild(job_id, path)

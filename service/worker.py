@@ -36,6 +36,9 @@ Tick = Callable[[StageContext], Awaitable[bool]]
 STAGES: tuple[tuple[str, Tick], ...] = (
     ("plan", plan_tick), ("submit", submit_tick), ("poll", poll_tick),
     ("download", download_tick))
+# what a change in the repository (its listeners' argument) gives work to; anything else
+# (a job resumed or retried) may give work to every stage that claims
+WOKEN_BY = {"job_created": ("plan",)}
 
 
 def pid_space() -> str | None:
@@ -87,7 +90,8 @@ class Worker:
                      self.settings.download_dir)
             await self._reap(ctx)
             await self._heartbeat(ctx)
-            wake = lambda _what: ctx.wakers.poke("plan", "submit", "download")  # noqa: E731
+            wake = lambda what: ctx.wakers.poke(  # noqa: E731
+                *WOKEN_BY.get(what, ("plan", "submit", "download")))
             self.repo.listeners.append(wake)
             heartbeat = asyncio.create_task(self._heartbeats(ctx), name="heartbeat")
             loops = [asyncio.create_task(self._loop(ctx, name, tick), name=f"loop-{name}")
@@ -123,7 +127,10 @@ class Worker:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _loop(self, ctx: StageContext, name: str, tick: Tick) -> None:
-        """Run one stage's tick until stopping; wait (or until poked) when there is no work."""
+        """Run one stage's tick until stopping, then wait until poked (or a while). A tick
+        claims until its claim finds nothing, so it is not run again at once after doing
+        work (that would be one more empty claim, a write transaction, each time); what
+        gives a stage work pokes it, and the wait ends at once if that happened meanwhile."""
         idle, failures = ctx.idle_seconds, 0
         while not ctx.stop.is_set():
             try:
@@ -134,12 +141,8 @@ class Worker:
                 await ctx.sleep(ctx.retry_delay(min(failures, 3)))
                 continue
             failures = 0
-            if did:
-                idle = ctx.idle_seconds
-                await asyncio.sleep(0)
-                continue
-            await ctx.wakers.wait(name, idle)
-            idle = min(idle * 2, ctx.max_idle_seconds)
+            await ctx.wakers.wait(name, ctx.idle_seconds if did else idle)
+            idle = ctx.idle_seconds if did else min(idle * 2, ctx.max_idle_seconds)
 
     async def _heartbeats(self, ctx: StageContext) -> None:
         while True:

@@ -273,12 +273,15 @@ class RepoBase:
         return export
 
     async def _lock_slot(self, s: AsyncSession, model: Any, key: str, now: datetime) -> None:
-        """Create the lock row if needed and lock it (Postgres; SQLite is already serialised)."""
+        """Create the lock row if needed (it also lists the email or host) and lock it on
+        Postgres; on SQLite every write transaction holds the database's write lock from its
+        first statement (BEGIN IMMEDIATE), so there is nothing more to lock."""
         column = next(iter(model.__table__.primary_key.columns))
         await s.execute(self.insert(model).values({column.name: key, "last_claim_at": now})
                         .on_conflict_do_nothing())
-        if self.dialect == "postgresql":
-            await s.execute(select(column).where(column == key).with_for_update())
+        if self.dialect == "sqlite":
+            return
+        await s.execute(select(column).where(column == key).with_for_update())
         await s.execute(guarded(model).where(column == key).values(last_claim_at=now))
 
     async def _add_event(self, s: AsyncSession, job_id: str, kind: str, message: str,

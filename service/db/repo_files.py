@@ -15,13 +15,13 @@ are that with one outcome.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, bindparam, delete, exists, func, or_, select
+from sqlalchemy import Row, Table, bindparam, delete, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -42,6 +42,10 @@ from service.db.tar_rows import MemberDone, attach_members, member_name
 from service.states import FILE_OPEN, ChunkState, ExportState, FileState, JobState
 
 CLEARED = {"lease_owner": None, "lease_expires_at": None, "lane": None}
+# what a claim reads of a file (plain rows: no ORM objects for a batch of files)
+CLAIMED_COLUMNS = (File.id, File.job_id, File.chunk_id, File.export_id, File.url, File.host,
+                   File.dest_path, File.source_path, File.size_expected, File.bytes_done,
+                   File.etag, File.last_modified, File.attempts, File.file_key)
 OutcomeKind = Literal["done", "retry", "fail", "release", "progress", "tar_progress",
                       "tar_done"]
 _Other = aliased(File)
@@ -159,10 +163,12 @@ class FilesMixin(RepoBase):
 
     async def _active_connections(self, s: AsyncSession, host: str, lane: str | None,
                                   t: datetime) -> int:
-        live = [File.host == host, File.state == FileState.DOWNLOADING, File.lease_expires_at > t]
-        lanes = await s.scalar(select(func.count(File.lane.distinct())).where(
-            *live, File.lane.is_not(None), File.lane != (lane or "")))
-        single = await s.scalar(select(func.count()).where(*live, File.lane.is_(None)))
+        lanes, single = (await s.execute(select(
+            func.count(File.lane.distinct()).filter(File.lane != (lane or "")),
+            func.count().filter(File.lane.is_(None)))
+            .where(File.host == host, File.state == FileState.DOWNLOADING,
+                   File.lease_expires_at > t))
+        ).one()
         return int(lanes or 0) + int(single or 0)
 
     async def _next_job(self, s: AsyncSession, host: str, t: datetime) -> str | None:
@@ -175,18 +181,18 @@ class FilesMixin(RepoBase):
                       Job.created_at, Job.id).limit(1))
 
     async def _pick_files(self, s: AsyncSession, job_id: str, host: str, t: datetime,
-                          count: int, max_bytes: int | None) -> list[File]:
-        rows: list[File] = []
+                          count: int, max_bytes: int | None) -> list[Row[Any]]:
+        rows: list[Any] = []
         for expired in (True, False):  # work a dead worker left first, then pending files
             rows += (await s.execute(
-                select(File).join(Export, Export.id == File.export_id)
+                select(*CLAIMED_COLUMNS).join(Export, Export.id == File.export_id)
                 .where(File.job_id == job_id, File.host == host, *_claimable(t, expired),
                        Export.state == ExportState.READY, _not_fetched_elsewhere(t))
                 .order_by(File.chunk_id, File.id).limit(count - len(rows))
-                .with_for_update(of=File, skip_locked=True))).scalars().all()
+                .with_for_update(of=File, skip_locked=True))).all()
             if len(rows) >= count:
                 break
-        picked: list[File] = []
+        picked: list[Row[Any]] = []
         total = 0
         for f in rows:
             if picked and max_bytes is not None and total + (f.size_expected or 0) > max_bytes:
@@ -195,7 +201,7 @@ class FilesMixin(RepoBase):
             total += f.size_expected or 0
         return picked
 
-    async def _lease_files(self, s: AsyncSession, files: Sequence[File], worker_id: str,
+    async def _lease_files(self, s: AsyncSession, files: Sequence[Row[Any]], worker_id: str,
                            lane: str | None, t: datetime,
                            lease_seconds: float) -> list[FileClaim]:
         if not files:
@@ -217,12 +223,14 @@ class FilesMixin(RepoBase):
                           f.last_modified, f.attempts, tokens[f.id], f.file_key)
                 for f in files]
 
-    async def list_download_hosts(self, *, now: datetime | None = None) -> list[str]:
-        """Hosts that have files ready to claim now (known hosts, each checked by index)."""
+    async def list_download_hosts(self, *, skip: Collection[str] = (),
+                                  now: datetime | None = None) -> list[str]:
+        """Hosts that have files ready to claim now (known hosts, each checked by index),
+        leaving out ``skip`` (hosts whose connections the caller already uses up)."""
         async def tx(s: AsyncSession) -> list[str]:
             t = self.now(now)
             hosts = (await s.execute(select(HostSlot.host).order_by(HostSlot.host))).scalars()
-            return [h for h in list(hosts) if await _has_work(s, h, t)]
+            return [h for h in list(hosts) if h not in skip and await _has_work(s, h, t)]
         return await self._run(tx, read_only=True)
 
     # -- outcomes ----------------------------------------------------------------------------

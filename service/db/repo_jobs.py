@@ -69,7 +69,7 @@ class JobsMixin(RepoBase):
 
         job, created = await self._run(tx)
         if created:
-            self._changed("jobs")
+            self._changed("job_created")
         return job, created
 
     async def get_job(self, job_id: str) -> Job | None:

@@ -56,6 +56,16 @@ class FollowState:
 
 
 @dataclass(frozen=True)
+class PlanStatus:
+    """What planning looks at before it plans more of a job: its state, notify address and
+    how many of its chunks are exporting, ready or downloading."""
+
+    state: str
+    notify_email: str
+    open_chunks: int
+
+
+@dataclass(frozen=True)
 class WindowContents:
     """What a job holds in a time window: record names of its file rows (lower-cased) and the
     (start, end) ranges of its failed chunks there."""
@@ -115,6 +125,19 @@ class PlanMixin(RepoBase):
             return PlanClaim(job.id, job.spec, job.planned_until, job.next_seq, job.follow,
                              job.covered_until, token)
         return await self._run(tx)
+
+    async def plan_status(self, job_id: str) -> PlanStatus:
+        """The job's state and its chunks past planning but not finished (NotFound if gone)."""
+        async def tx(s: AsyncSession) -> PlanStatus:
+            job = (await s.execute(select(Job.state, Job.notify_email)
+                                   .where(Job.id == job_id))).one_or_none()
+            if job is None:
+                raise NotFound(f"no job with id {job_id!r}")
+            opened = await s.scalar(select(func.count()).where(
+                Chunk.job_id == job_id,
+                Chunk.state.in_((ChunkState.EXPORTING, ChunkState.READY, ChunkState.DOWNLOADING))))
+            return PlanStatus(job.state, job.notify_email, int(opened or 0))
+        return await self._run(tx, read_only=True)
 
     async def add_chunks(self, job_id: str, chunks: Sequence[Mapping[str, Any]]) -> int:
         """Insert planned chunks, ignoring seqs the job already has; returns how many were new.

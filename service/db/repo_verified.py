@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.counters import recount_chunks
@@ -45,6 +45,14 @@ class VerifiedMixin(RepoBase):
                 .order_by(File.id))
             return [DoneFile(*row) for row in rows.all()]
         return await self._run(tx, read_only=True) if ids else []
+
+    async def job_done_count(self, job_id: str) -> int:
+        """How many of the job's files are done (from the chunk counters)."""
+        async def tx(s: AsyncSession) -> int:
+            done = await s.scalar(select(func.coalesce(func.sum(Chunk.files_done), 0))
+                                  .where(Chunk.job_id == job_id))
+            return int(done or 0)
+        return await self._run(tx, read_only=True)
 
     async def job_done_files(self, job_id: str, *, after_id: int = 0,
                              limit: int = 1000) -> list[DoneFile]:

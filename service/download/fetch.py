@@ -9,28 +9,32 @@ appears only after the size (and FITS structure) checks passed, via fsync + os.r
 When a connection breaks mid-body, aiohttp drops what it had buffered but not yet handed over
 (bounded by its flow control, a few x READ_BUFSIZE); those bytes are fetched again on resume.
 Downloads ask for `Accept-Encoding: identity` so byte counts match Content-Length.
+
+With `place=False` a small fresh body (under HOLD_BELOW) is held in memory instead of being
+written as it arrives: the result carries it, and `place_part` verifies, writes and renames it
+in one go, off the transfer's critical path (while the next file is received). A body that does
+not complete is written to the part file as it would have been, so resuming works the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from service.download.errors import DownloadError
 from service.download.limits import retry_after_seconds
-from service.download.paths import lstat_size, open_nofollow, part_path, replace_durably
-from service.download.verify import VerificationError, sha256_file, verify_file
+from service.download.partfile import HOLD_BELOW, INLINE_BELOW, PartWriter, write_part
+from service.download.paths import lstat_size, part_path, replace_durably
+from service.download.verify import VerificationError, sha256_file, verify_body, verify_file
 
 ProgressCallback = Callable[[int], Awaitable[None]]
 ValidatorCallback = Callable[[str | None], Awaitable[None]]
@@ -50,6 +54,7 @@ class FetchResult:
     resumed_from: int  # first byte offset of the response that completed the file
     bytes_received: int  # body bytes read in this call (all attempts)
     restarts: int  # times the part file was discarded and started over
+    body: bytes | None = None  # a complete body held in memory: the part file is not written
 
 
 class FetchError(DownloadError):
@@ -118,67 +123,6 @@ class _Options:
     place: bool
 
 
-WRITE_MODES = ("thread", "inline")  # aiofiles measured no faster than "thread" (bench/)
-INLINE_BELOW = 1 << 20  # "auto": bodies smaller than this are written inline (no thread hop)
-
-
-class PartWriter:
-    """Appends blocks to the part file (unbuffered) and feeds the hash. Modes: `thread`
-    (write + hash in a worker thread while the loop receives the next batch), `inline`."""
-
-    def __init__(self, part: Path, *, append: bool, hasher: Any, mode: str = "thread") -> None:
-        if mode not in WRITE_MODES:
-            raise ValueError(f"write mode must be one of {WRITE_MODES}, got {mode!r}")
-        self.part, self.mode, self._hasher, self._append = part, mode, hasher, append
-        self._fh: io.FileIO | None = None
-        self._pending: asyncio.Future[None] | None = None
-        self.size = 0
-
-    async def __aenter__(self) -> PartWriter:
-        self._fh = open_nofollow(self.part, "ab" if self._append else "wb")
-        self.size = os.fstat(self._fh.fileno()).st_size
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        try:
-            await self.flush()
-        finally:
-            if self._fh is not None:
-                self._fh.close()
-
-    def _write_sync(self, batch: list[bytes]) -> None:
-        assert self._fh is not None
-        # One buffer per batch: a write and a hash update per ~MiB instead of per 64 KiB block,
-        # so the writer thread gives up and retakes the GIL rarely (it otherwise convoys with
-        # the event loop thread that is receiving the next batch).
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        view = memoryview(data)
-        while view:
-            view = view[self._fh.write(view) or 0:]
-        if self._hasher is not None:
-            self._hasher.update(data)
-
-    async def write(self, batch: list[bytes]) -> int:
-        """Write a batch of blocks; returns its size. In thread mode the write runs while the
-        next batch is received (double buffering); its error surfaces on the next call."""
-        if self.mode == "thread":
-            await self.flush()
-            self._pending = asyncio.get_running_loop().run_in_executor(
-                None, self._write_sync, batch)
-        else:
-            self._write_sync(batch)
-        nbytes = sum(map(len, batch))
-        self.size += nbytes
-        return nbytes
-
-    async def flush(self) -> None:
-        """Wait for the write in flight (the file is unbuffered: then the OS has every byte)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            await pending
-
-
 class _Restart(Exception):
     """Internal: discard the part file and ask again from byte zero."""
 
@@ -220,7 +164,9 @@ async def fetch_file(
     `write_mode` "auto" writes small bodies inline and large ones in a thread (overlapped
     with receiving the next batch).
     `place=False` stops once the body is complete: the result's path is the part file, to be
-    verified and renamed by `place_part` (off the transfer's critical path).
+    verified and renamed by `place_part` (off the transfer's critical path); a small fresh
+    body is held in memory instead (`FetchResult.body`, not reported as progress until it is
+    written, which happens only when it is cut off).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -313,6 +259,7 @@ async def _receive(resp: aiohttp.ClientResponse, opts: _Options, dest: Path, par
     if resp.status == 200:
         if offset:
             stats["restarts"] += 1  # server ignored Range, or If-Range did not match
+            part.unlink(missing_ok=True)  # the body starts over: never resume from the old part
         offset = 0
         validator = validator_of(resp.headers)
         if opts.on_validator is not None:
@@ -323,10 +270,8 @@ async def _receive(resp: aiohttp.ClientResponse, opts: _Options, dest: Path, par
         raise FetchVerifyError(f"{opts.url}: server says the file is {total} bytes, expected "
                                f"{opts.expected_size}", http_status=resp.status)
     hasher = await _prefix_hash(part, offset) if opts.compute_sha256 else None
-    start, done = offset, offset
-    mode = opts.write_mode
-    if mode == "auto":
-        mode = "inline" if total is not None and total - offset < INLINE_BELOW else "thread"
+    start, done, body = offset, offset, None
+    mode = _write_mode(opts, offset, total)
     async with PartWriter(part, append=bool(offset), hasher=hasher, mode=mode) as out:
         reporter = _Progress(opts, done)
         try:
@@ -334,7 +279,8 @@ async def _receive(resp: aiohttp.ClientResponse, opts: _Options, dest: Path, par
                 nbytes = await out.write(batch)
                 done += nbytes
                 stats["received"] += nbytes
-                await reporter.maybe(done)
+                if mode != "memory":  # bytes held in memory are not on disk yet
+                    await reporter.maybe(done)
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
             await out.flush()
             await reporter.final(out.size)
@@ -342,7 +288,19 @@ async def _receive(resp: aiohttp.ClientResponse, opts: _Options, dest: Path, par
                 f"{opts.url}: body cut off after {out.size} of {total or '?'} bytes "
                 f"({type(exc).__name__}); the part file is kept for resume",
                 bytes_done=out.size, validator=validator) from exc
-    return await _finish(opts, dest, part, done, validator, hasher, stats, start, total)
+        if mode == "memory" and done == total:
+            body = out.take()  # complete: placed later (else written to the part on exit)
+    return await _finish(opts, dest, part, done, validator, hasher, stats, start, total, body)
+
+
+def _write_mode(opts: _Options, offset: int, total: int | None) -> str:
+    """How a body is written: held in memory when small, fresh and placed later; else the
+    requested mode ("auto": inline when small, in a thread when large)."""
+    if not opts.place and not offset and total is not None and total < HOLD_BELOW:
+        return "memory"
+    if opts.write_mode == "auto":
+        return "inline" if total is not None and total - offset < INLINE_BELOW else "thread"
+    return opts.write_mode
 
 
 async def _blocks(content: aiohttp.StreamReader, size: int) -> AsyncIterator[list[bytes]]:
@@ -398,7 +356,7 @@ async def _prefix_hash(part: Path, offset: int) -> hashlib._Hash:
 
 async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: str | None,
                   hasher: hashlib._Hash | None, stats: dict[str, int], start: int,
-                  total: int | None = None) -> FetchResult:
+                  total: int | None = None, body: bytes | None = None) -> FetchResult:
     """Check the size and structure, report final progress, then rename atomically.
 
     The final progress call comes before the rename so the caller can still refuse it: a
@@ -411,7 +369,7 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
                                   validator=validator)
     if not opts.place:
         return FetchResult(part, size, hasher.hexdigest() if hasher else None, validator, start,
-                           stats["received"], stats["restarts"])
+                           stats["received"], stats["restarts"], body)
     try:
         await asyncio.to_thread(verify_file, part, expected_size=expected,
                                 fits=opts.verify_fits, display_name=dest.name)
@@ -431,10 +389,15 @@ async def _finish(opts: _Options, dest: Path, part: Path, size: int, validator: 
 
 
 def place_part(part: Path, dest: Path, *, expected_size: int | None,
-                fits: bool | None = None, sync_dir: bool = True, sync_file: bool = True) -> int:
+                fits: bool | None = None, sync_dir: bool = True, sync_file: bool = True,
+                body: bytes | None = None) -> int:
     """Verify a complete part file (size, FITS structure), fsync it (unless `sync_file` is
     False: the caller syncs many files at once) and rename it to `dest` (blocking). Returns
-    the size; a file failing verification is removed and FetchVerifyError raised."""
+    the size; a file failing verification is removed and FetchVerifyError raised. `body`: a
+    complete body held in memory (`FetchResult.body`), verified before it is written."""
+    if body is not None:
+        return _place_body(body, part, dest, expected_size=expected_size, fits=fits,
+                           sync_dir=sync_dir, sync_file=sync_file)
     try:
         verify_file(part, expected_size=expected_size, fits=fits, display_name=dest.name)
     except VerificationError as exc:
@@ -443,6 +406,19 @@ def place_part(part: Path, dest: Path, *, expected_size: int | None,
     size = part.stat().st_size
     replace_durably(part, dest, sync_dir=sync_dir, sync_file=sync_file)
     return size
+
+
+def _place_body(body: bytes, part: Path, dest: Path, *, expected_size: int | None,
+                fits: bool | None, sync_dir: bool, sync_file: bool) -> int:
+    """Verify a body held in memory, then write it as the part file and rename it: a bad body
+    never reaches the disk."""
+    try:
+        verify_body(body, dest.name, expected_size=expected_size, fits=fits)
+    except VerificationError as exc:
+        raise FetchVerifyError(f"{dest.name}: {exc}; nothing was written") from exc
+    write_part(part, body)
+    replace_durably(part, dest, sync_dir=sync_dir, sync_file=sync_file)
+    return len(body)
 
 
 class _Progress:

@@ -75,24 +75,51 @@ def check_filename(name: str) -> str:
     return name
 
 
-def safe_join(root: Path | str, name: str) -> Path:
+def safe_join(root: Path | str, name: str, *, root_is_real: bool = False) -> Path:
     """`root / name`, guaranteed to stay inside `root` even through existing symlinks.
 
     The root itself may be a symlink; only what lies below it is checked. A final component that
     is an existing symlink is rejected (the download would replace the link, not its target).
+    `root_is_real`: `root` is already resolved (`os.path.realpath`), not resolved again (a
+    download lane resolves it once for its files).
     """
     parts = check_relative_name(name)
-    root_real = Path(os.path.realpath(root))
+    root_real = Path(root if root_is_real else os.path.realpath(root))
     candidate = root_real.joinpath(*parts)
-    resolved = Path(os.path.realpath(candidate))
-    if resolved != root_real and root_real not in resolved.parents:
-        raise _reject(name, f"it resolves to {str(resolved)!r}, outside the download root "
-                            f"{str(root_real)!r} (through a symlink)")
-    if candidate.is_symlink():
+    linked, final = _walk_below(str(root_real), parts)
+    if linked:  # only a symlink below the root can lead elsewhere: the full check
+        resolved = Path(os.path.realpath(candidate))
+        if resolved != root_real and root_real not in resolved.parents:
+            raise _reject(name, f"it resolves to {str(resolved)!r}, outside the download root "
+                                f"{str(root_real)!r} (through a symlink)")
+        final = _lstat(candidate)
+    if final is not None and stat.S_ISLNK(final.st_mode):
         raise _reject(name, "the destination is an existing symlink")
-    if candidate.is_dir():
+    if final is not None and stat.S_ISDIR(final.st_mode):
         raise _reject(name, "the destination is an existing directory")
     return candidate
+
+
+def _walk_below(root: str, parts: list[str]) -> tuple[bool, os.stat_result | None]:
+    """lstat the components of ``root/parts`` below ``root`` (a few system calls instead of
+    resolving the whole path): (whether one is a symlink, the last one's lstat, None when it
+    does not exist)."""
+    path, st = root, None
+    for part in parts:
+        path = os.path.join(path, part)
+        st = _lstat(path)
+        if st is None:
+            return False, None  # nothing exists from here on: no symlink either
+        if stat.S_ISLNK(st.st_mode):
+            return True, None
+    return False, st
+
+
+def _lstat(path: str | Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 class SymlinkError(UnsafePathError):

@@ -1,4 +1,5 @@
-"""Verification of downloaded files: size, cheap FITS structure check, sha256.
+"""Verification of downloaded files (or of a small body held in memory before it is written):
+size, cheap FITS structure check, sha256.
 
 The FITS check reads only the header blocks (seeking over the data), so it costs a few KiB of
 I/O per HDU however big the file is. It checks: the first card is `SIMPLE = T`, every header
@@ -9,6 +10,7 @@ extensions), padded to 2880-byte blocks, and the HDUs cover the file exactly.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ CARD = 80
 MAX_HEADER_BLOCKS = 1000  # 80,000 cards: far beyond any real header
 FITS_SUFFIXES = (".fits", ".fts", ".fit")
 _VALID_BITPIX = {8, 16, 32, 64, -32, -64}
+_STRUCTURE_KEYS = frozenset({"BITPIX", "GROUPS", "PCOUNT", "GCOUNT", "XTENSION"})  # + NAXISn
 
 
 class VerificationError(DownloadError, ValueError):
@@ -55,7 +58,7 @@ def _card_value(card: bytes) -> str:
 
 
 def _read_header(fh: BinaryIO, name: str, offset: int) -> tuple[dict[str, str], int]:
-    """Parse the header at `offset`: (mandatory keywords seen, offset after the header)."""
+    """Parse the header at `offset`: (the structural keywords seen, offset after it)."""
     cards: dict[str, str] = {}
     for block_no in range(MAX_HEADER_BLOCKS):
         block = fh.read(BLOCK)
@@ -72,9 +75,14 @@ def _read_header(fh: BinaryIO, name: str, offset: int) -> tuple[dict[str, str], 
                 at = offset + block_no * BLOCK + i
                 raise VerificationError(f"{name}: header at byte {offset} has no END card before "
                                         f"the next header ({key} at byte {at})")
-            if card[8:10] == b"= " and key not in cards:
+            if card[8:10] == b"= " and key not in cards and _structural(key):
                 cards[key] = _card_value(card)
     raise VerificationError(f"{name}: no END card in the first {MAX_HEADER_BLOCKS} header blocks")
+
+
+def _structural(key: str) -> bool:
+    """A keyword the structure check reads (the others' values are not parsed)."""
+    return key in _STRUCTURE_KEYS or key.startswith("NAXIS")
 
 
 def _int_card(cards: dict[str, str], key: str, name: str, default: int | None = None) -> int:
@@ -116,32 +124,45 @@ def _data_bytes(cards: dict[str, str], name: str, primary: bool) -> int:
 
 def check_fits(path: Path) -> list[HduInfo]:
     """Walk every HDU of a FITS file; raise VerificationError at the first inconsistency."""
-    name = path.name
     size = os.stat(path).st_size
+    _check_fits_size(size, path.name)
+    with open(path, "rb") as fh:
+        return _walk_hdus(fh, size, path.name)
+
+
+def check_fits_bytes(data: bytes, name: str) -> list[HduInfo]:
+    """`check_fits` for a body held in memory (`name` for the messages)."""
+    _check_fits_size(len(data), name)
+    return _walk_hdus(io.BytesIO(data), len(data), name)
+
+
+def _check_fits_size(size: int, name: str) -> None:
     if size == 0 or size % BLOCK:
         raise VerificationError(f"{name}: size {size} is not a positive multiple of {BLOCK}")
+
+
+def _walk_hdus(fh: BinaryIO, size: int, name: str) -> list[HduInfo]:
+    first = fh.read(CARD)
+    if first[:8] != b"SIMPLE  " or first[8:10] != b"= " or _card_value(first) != "T":
+        raise VerificationError(f"{name}: first card is not 'SIMPLE = T' (not a FITS file)")
     hdus: list[HduInfo] = []
-    with open(path, "rb") as fh:
-        first = fh.read(CARD)
-        if first[:8] != b"SIMPLE  " or first[8:10] != b"= " or _card_value(first) != "T":
-            raise VerificationError(f"{name}: first card is not 'SIMPLE = T' (not a FITS file)")
-        offset = 0
-        while offset < size:
-            primary = not hdus
-            fh.seek(offset)
-            if not primary and fh.read(8) != b"XTENSION":
-                raise VerificationError(f"{name}: bytes after HDU {len(hdus) - 1} at {offset} do "
-                                        "not start an XTENSION header")
-            fh.seek(offset)
-            cards, data_offset = _read_header(fh, name, offset)
-            data = _data_bytes(cards, f"{name} HDU {len(hdus)}", primary)
-            kind = "PRIMARY" if primary else cards["XTENSION"]
-            hdus.append(HduInfo(kind, offset, data_offset, data))
-            offset = data_offset + -(-data // BLOCK) * BLOCK
-            if offset > size:
-                raise VerificationError(
-                    f"{name}: HDU {len(hdus) - 1} needs {offset} bytes but the file has {size} "
-                    "(truncated)")
+    offset = 0
+    while offset < size:
+        primary = not hdus
+        fh.seek(offset)
+        if not primary and fh.read(8) != b"XTENSION":
+            raise VerificationError(f"{name}: bytes after HDU {len(hdus) - 1} at {offset} do "
+                                    "not start an XTENSION header")
+        fh.seek(offset)
+        cards, data_offset = _read_header(fh, name, offset)
+        data = _data_bytes(cards, f"{name} HDU {len(hdus)}", primary)
+        kind = "PRIMARY" if primary else cards["XTENSION"]
+        hdus.append(HduInfo(kind, offset, data_offset, data))
+        offset = data_offset + -(-data // BLOCK) * BLOCK
+        if offset > size:
+            raise VerificationError(
+                f"{name}: HDU {len(hdus) - 1} needs {offset} bytes but the file has {size} "
+                "(truncated)")
     return hdus
 
 
@@ -155,6 +176,15 @@ def verify_file(path: Path, *, expected_size: int | None = None, fits: bool | No
     check_size(path, expected_size)
     if fits or (fits is None and is_fits_name(display_name or path.name)):
         check_fits(path)
+
+
+def verify_body(data: bytes, name: str, *, expected_size: int | None = None,
+                fits: bool | None = None) -> None:
+    """`verify_file` for a body held in memory, before it is written (`name`: its file's)."""
+    if expected_size is not None and len(data) != expected_size:
+        raise VerificationError(f"{name}: size is {len(data)} bytes, expected {expected_size}")
+    if fits or (fits is None and is_fits_name(name)):
+        check_fits_bytes(data, name)
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20, limit: int | None = None) -> hashlib._Hash:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from pathlib import Path
@@ -58,7 +59,7 @@ PROGRESS_BYTES = 8 << 20
 PROGRESS_SECONDS = 2.0
 EXPIRED_HTTP = (404, 410)
 MAX_FINISHING = 4  # files being verified and renamed while the lane receives the next
-PREFETCH_AT = 8  # files left in the batch when the lane leases its next batch
+PREFETCH_AT = 8  # files left in the batch (at least) when the lane leases its next batch
 _lane_numbers = itertools.count(1)
 
 
@@ -66,8 +67,11 @@ async def download_tick(ctx: StageContext) -> bool:
     """Open a lane for every host slot that has work, within the per-host and global limits."""
     if ctx.disk.blocked():  # disk full: claim nothing until space is back
         return False
+    if sum(len(names) for names in ctx.lanes.values()) >= ctx.settings.global_download_limit:
+        return False  # every lane this worker may run is running
+    full = {host for host, names in ctx.lanes.items() if len(names) >= ctx.connection_limit(host)}
     opened = 0
-    for host in await ctx.repo.list_download_hosts():
+    for host in await ctx.repo.list_download_hosts(skip=full):
         if host != LOCAL_HOST and ctx.host_open(f"http://{host}/"):
             continue
         while _room_for_lane(ctx, host):
@@ -99,6 +103,7 @@ class Lane:
 
     def __init__(self, ctx: StageContext, host: str) -> None:
         self.ctx, self.host = ctx, host
+        self.root = os.path.realpath(ctx.download_root)  # resolved once for the lane's files
         self.name = f"{ctx.worker_id}#{next(_lane_numbers)}"
         self.queue: deque[FileClaim] = deque()
         self.claimed_at: dict[int, float] = {}  # file id -> when its lease was taken
@@ -134,7 +139,7 @@ class Lane:
         try:
             while self.queue:
                 while self.queue and not self._should_stop():
-                    if self.next_batch is None and len(self.queue) <= PREFETCH_AT:
+                    if self.next_batch is None and len(self.queue) <= self._prefetch_at:
                         self.next_batch = asyncio.create_task(self.claim())  # overlapped
                     await ctx.recorder.room()  # while the database is away, bounded
                     await self.process(self.queue.popleft())
@@ -144,6 +149,12 @@ class Lane:
         finally:
             await asyncio.shield(self._close())
             ctx.lanes.get(self.host, set()).discard(self.name)
+
+    @property
+    def _prefetch_at(self) -> int:
+        """Files left when the next batch is leased: half a batch, so the claim (a few
+        statements, tens of ms under load) is done before small files run out."""
+        return max(PREFETCH_AT, self.ctx.settings.download_batch_files // 2)
 
     async def _next(self) -> list[FileClaim]:
         task, self.next_batch = self.next_batch, None
@@ -200,7 +211,7 @@ class Lane:
     async def _fetch(self, claim: FileClaim) -> None:
         ctx = self.ctx
         try:
-            dest = safe_join(ctx.download_root, claim.dest_path)
+            dest = safe_join(self.root, claim.dest_path, root_is_real=True)
             if await adopt_in_place(ctx, claim, dest):
                 return
         except UnsafePathError as exc:  # also a planted symlink: the file fails, naming it
@@ -240,12 +251,15 @@ class Lane:
         ctx = self.ctx
         try:
             claimed_at = self.claimed_at.pop(claim.file_id, 0.0)
-            if not await ensure_lease(ctx, claim, claimed_at, result.size):
+            on_disk = 0 if result.body is not None else result.size  # a held body is dropped
+            if not await ensure_lease(ctx, claim, claimed_at, on_disk):
                 ctx.holding["downloading"].discard(claim.file_id)
                 return
             await place_fetched(ctx, claim, result, dest)
         except FetchVerifyError as exc:
             _retry(ctx, claim, exc)
+        except UnsafePathError as exc:  # a symlink planted at the part name meanwhile
+            record(ctx, FileOutcome(claim.file_id, "fail", claim.lease_token, error=str(exc)))
         except Exception as exc:
             retry_unexpected(ctx, claim, exc)
 

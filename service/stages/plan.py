@@ -30,7 +30,7 @@ from service.stages.context import StageContext
 from service.stages.estimates import estimate
 from service.stages.follow import plan_follow
 from service.stages.reply_errors import note_malformed
-from service.states import JOB_UNPAUSED, ChunkState
+from service.states import JOB_UNPAUSED
 from service.validation import parse_job_spec
 
 log = logging.getLogger(__name__)
@@ -125,13 +125,11 @@ async def _release(ctx: StageContext, claim: PlanClaim) -> None:
 
 async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     """Plan the next chunks of a claimed job; returns seconds to hold it back instead."""
-    summary = await ctx.repo.job_summary(claim.job_id, events=1)
-    if summary.job.state not in JOB_UNPAUSED:
+    status = await ctx.repo.plan_status(claim.job_id)
+    if status.state not in JOB_UNPAUSED:
         await _release(ctx, claim)
         return None
-    opened = sum(summary.chunks.get(s, 0)
-                 for s in (ChunkState.EXPORTING, ChunkState.READY, ChunkState.DOWNLOADING))
-    if opened >= MAX_OPEN_CHUNKS:
+    if status.open_chunks >= MAX_OPEN_CHUNKS:
         return ctx.idle_seconds * 4
     if ctx.host_open(ctx.settings.jsoc_url):
         return max(ctx.jsoc_breaker.retry_in(), ctx.idle_seconds)
@@ -139,7 +137,7 @@ async def plan_job(ctx: StageContext, claim: PlanClaim) -> float | None:
     meta = await ctx.jsoc.series_struct(spec.series_name)
     ctx.jsoc_breaker.record_success()
     if claim.planned_until is None and claim.next_seq == 0:
-        await confirm_notify(ctx, summary.job.notify_email)
+        await confirm_notify(ctx, status.notify_email)
     if spec.follow:
         await plan_follow(ctx, claim, spec, meta)
         return None

@@ -122,19 +122,23 @@ def unfetchable(spec: JobSpec, item: ExportItem, problem: str) -> dict[str, Any]
 
 
 async def poll_tick(ctx: StageContext) -> bool:
-    """Claim the exports whose poll is due and poll each in its own task."""
-    if ctx.host_open(ctx.settings.jsoc_url) or ctx.stop.is_set():
-        return False
-    claims = await ctx.repo.claim_exports_to_poll(
-        ctx.worker_id, limit=POLL_BATCH, lease_seconds=ctx.settings.lease_seconds)
-    for claim in claims:
-        ctx.holding["polling"].add(claim.export_id)
-        ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}",
-                  about={"job": claim.job_id, "export": claim.export_id},
-                  wake=("poll",))  # its next poll is scheduled when it ends
-    if not claims:
+    """Claim the exports whose poll is due (batch after batch) and poll each in its own
+    task; then wake the loop when the next poll is due."""
+    claimed = 0
+    while not ctx.host_open(ctx.settings.jsoc_url) and not ctx.stop.is_set():
+        claims = await ctx.repo.claim_exports_to_poll(
+            ctx.worker_id, limit=POLL_BATCH, lease_seconds=ctx.settings.lease_seconds)
+        for claim in claims:
+            ctx.holding["polling"].add(claim.export_id)
+            ctx.spawn(poll_export(ctx, claim), name=f"poll-{claim.export_id}",
+                      about={"job": claim.job_id, "export": claim.export_id},
+                      wake=("poll",))  # its next poll is scheduled when it ends
+        claimed += len(claims)
+        if len(claims) < POLL_BATCH:
+            break
+    if not claimed:
         await _wake_when_due(ctx)
-    return bool(claims)
+    return claimed > 0
 
 
 async def _wake_when_due(ctx: StageContext) -> None:

@@ -147,15 +147,16 @@ class Submission:
                                                method=reply.method or method,
                                                protocol=reply.protocol or spec.protocol)
             log.info("chunk %s: quick export with %d file(s)", claim.chunk_id, len(files))
-        else:
-            await ctx.repo.record_export_submitted(
-                claim.export_id, request_id=reply.request_id, status=reply.status,
-                wait=0.0 if reply.status == 0 else ctx.poll_delay(reply.wait, 0),
-                lease_token=claim.lease_token, method=reply.method or method,
-                protocol=reply.protocol or spec.protocol, sent_at=sent_at)
-            log.info("chunk %s: export %s submitted (%s)", claim.chunk_id, reply.request_id,
-                     reply.method or method)
-        ctx.wakers.poke("poll", "download")
+            ctx.wakers.poke("download")  # nothing to poll
+            return
+        await ctx.repo.record_export_submitted(
+            claim.export_id, request_id=reply.request_id, status=reply.status,
+            wait=0.0 if reply.status == 0 else ctx.poll_delay(reply.wait, 0),
+            lease_token=claim.lease_token, method=reply.method or method,
+            protocol=reply.protocol or spec.protocol, sent_at=sent_at)
+        log.info("chunk %s: export %s submitted (%s)", claim.chunk_id, reply.request_id,
+                 reply.method or method)
+        ctx.wakers.poke("poll")  # its files are listed once a poll finds it ready
 
     async def _wait_for_pending(self, pending_ids: list[str]) -> bool:
         """Poll the exports JSOC says are pending until none is; False if stopping."""

@@ -157,8 +157,8 @@ async def ensure_lease(ctx: StageContext, claim: FileClaim, claimed_at: float,
     except LeaseLost:
         held = False
     except Exception as exc:  # the database is away: hand the file back once it returns
-        log.warning("file %s: could not confirm its lease (%s); handing it back with its "
-                    "complete part file", claim.file_id, one_line(exc))
+        log.warning("file %s: could not confirm its lease (%s); handing it back (%d bytes "
+                    "kept in its part file)", claim.file_id, one_line(exc), bytes_done)
         record(ctx, FileOutcome(claim.file_id, "release", claim.lease_token,
                                 bytes_done=bytes_done))
         return False
@@ -182,12 +182,14 @@ def one_line(exc: BaseException) -> str:
 
 async def place_fetched(ctx: StageContext, claim: FileClaim, result: FetchResult,
                         dest: Path) -> None:
-    """Verify and rename a complete part file, then record it done; the group commit makes it
-    durable before the row says so (where syncfs is missing it is fsynced here). Raises
-    FetchVerifyError for a bad file."""
+    """Verify and rename a complete part file (a body held in memory is verified, then
+    written), then record it done; the group commit makes it durable before the row says so
+    (where syncfs is missing it is fsynced here). Raises FetchVerifyError for a bad file."""
     place = functools.partial(place_part, result.path, dest, expected_size=claim.size_expected,
-                              sync_dir=False, sync_file=FSYNC_EACH)
-    # a small file without its own fsync: a header check and a rename, quicker than a thread
+                              sync_dir=False, sync_file=FSYNC_EACH, body=result.body)
+    # a small file without its own fsync (a header check, a write and a rename) is placed
+    # here, quicker than in a thread: this task runs while the lane waits for the next
+    # response, and the lane did not write it as it arrived (its body was held in memory)
     small = result.size < INLINE_PLACE_BELOW and not FSYNC_EACH
     size = place() if small else await asyncio.to_thread(place)
     sha = result.sha256 or (await asyncio.to_thread(sha256_file, dest)).hexdigest()

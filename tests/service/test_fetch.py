@@ -23,7 +23,7 @@ from service.download import (
     fetch_file,
     part_path,
 )
-from service.download.fetch import READ_BUFSIZE
+from service.download.fetch import READ_BUFSIZE, place_part
 from tests.service.stub_server import serving
 
 MiB = 1 << 20
@@ -172,6 +172,63 @@ async def test_resume_after_truncation_requests_only_the_rest(
         206, f"bytes={err.bytes_done}-", stored[0])
     assert second.sent == len(data) - err.bytes_done
     assert first.sent - err.bytes_done <= MAX_DROPPED  # only that is transferred twice
+
+
+async def test_small_body_held_in_memory_until_placed(
+        server: FaultyFileServer, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """place=False: a small fresh body is returned, nothing written until place_part."""
+    data = fits_bytes((64, 64))
+    server.put("/s.fits", data)
+    dest = tmp_path / "s.fits"
+    result = await fetch_file(session, server.url("/s.fits"), dest, place=False)
+    assert result.body == data and result.size == len(data)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert not part_path(dest).exists() and not dest.exists()
+    assert place_part(result.path, dest, expected_size=len(data), body=result.body) == len(data)
+    assert dest.read_bytes() == data and not part_path(dest).exists()
+
+
+async def test_held_body_failing_verification_leaves_nothing(
+        server: FaultyFileServer, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    good = fits_bytes((64, 64))
+    server.put("/t.fits", good[:-2880])  # last data block lost, still block-aligned
+    dest = tmp_path / "t.fits"
+    result = await fetch_file(session, server.url("/t.fits"), dest, place=False)
+    with pytest.raises(FetchVerifyError, match="truncated"):
+        place_part(result.path, dest, expected_size=None, body=result.body)
+    assert not dest.exists() and not part_path(dest).exists()
+
+
+async def test_held_body_cut_off_is_written_for_resume(
+        server: FaultyFileServer, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    data = payload(300_000)
+    server.put("/u.bin", data)
+    server.truncate_after["/u.bin"] = 100_000
+    dest = tmp_path / "u.bin"
+    with pytest.raises(FetchRetryableError) as info:
+        await fetch_file(session, server.url("/u.bin"), dest, place=False)
+    assert info.value.bytes_done == 100_000
+    assert part_path(dest).read_bytes() == data[:100_000]
+    result = await fetch_file(session, server.url("/u.bin"), dest, etag=info.value.validator,
+                              place=False)
+    assert result.body is None and result.resumed_from == 100_000  # appended to the part
+    assert part_path(dest).read_bytes() == data
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+
+
+async def test_held_body_of_a_restart_never_leaves_the_old_part(
+        server: FaultyFileServer, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A server ignoring Range restarts the body; while the new one is held in memory the
+    old part must be gone (resuming from it after a crash would mix two versions)."""
+    data = payload(200_000)
+    server.put("/v.bin", data)
+    server.ignore_range.add("/v.bin")
+    dest = tmp_path / "v.bin"
+    part_path(dest).write_bytes(payload(50_000, seed=7))
+    result = await fetch_file(session, server.url("/v.bin"), dest, etag=server.etag("/v.bin"),
+                              place=False)
+    assert result.body == data and result.restarts == 1
+    assert not part_path(dest).exists()
 
 
 async def test_server_ignoring_range_restarts_from_zero(

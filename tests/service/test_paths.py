@@ -64,11 +64,40 @@ def test_symlink_out_of_root_is_rejected(tmp_path: Path) -> None:
         safe_join(root, "samelink.fits")
 
 
+def test_symlink_deeper_below_the_root_is_followed_only_inside(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a" / "b").mkdir(parents=True)
+    outside.mkdir()
+    (root / "a" / "b" / "out").symlink_to(outside)
+    (root / "a" / "b" / "in").symlink_to(root / "a", target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="outside the download root"):
+        safe_join(root, "a/b/out/c/x.fits")
+    assert safe_join(root, "a/b/in/b/x.fits") == Path(os.path.realpath(root)) / "a/b/in/b/x.fits"
+    (outside / "x.fits").write_text("x")
+    (root / "a" / "b" / "x.fits").symlink_to(outside / "x.fits")
+    with pytest.raises(UnsafePathError, match=r"outside the download root|existing symlink"):
+        safe_join(root, "a/b/x.fits")
+    (root / "a" / "b" / "d").mkdir()
+    with pytest.raises(UnsafePathError, match="existing directory"):
+        safe_join(root, "a/b/in/b/d")
+
+
 def test_root_may_itself_be_a_symlink(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "root").symlink_to(tmp_path / "data")
     assert safe_join(tmp_path / "root", "x.fits") == Path(os.path.realpath(tmp_path)) / "data" / \
         "x.fits"
+
+
+def test_a_resolved_root_gives_the_same_checks(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "root").symlink_to(tmp_path / "data")
+    real = os.path.realpath(tmp_path / "root")
+    joined = safe_join(real, "a/x.fits", root_is_real=True)
+    assert joined == safe_join(tmp_path / "root", "a/x.fits")
+    (tmp_path / "data" / "out").symlink_to(tmp_path)
+    with pytest.raises(UnsafePathError, match="outside the download root"):
+        safe_join(real, "out/x.fits", root_is_real=True)
 
 
 def test_directory_destination_is_rejected(tmp_path: Path) -> None:

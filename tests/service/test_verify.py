@@ -14,8 +14,10 @@ from service.download.verify import (
     BLOCK,
     VerificationError,
     check_fits,
+    check_fits_bytes,
     check_size,
     sha256_file,
+    verify_body,
     verify_file,
 )
 
@@ -53,6 +55,8 @@ def test_hdu_layout_matches_astropy(tmp_path: Path) -> None:
         assert [-(-h.data_bytes // BLOCK) * BLOCK for h in hdus] == \
             [e["datSpan"] for e in expected], path.name
         verify_file(path, expected_size=path.stat().st_size)
+        assert check_fits_bytes(path.read_bytes(), path.name) == hdus  # a body in memory
+        verify_body(path.read_bytes(), path.name, expected_size=path.stat().st_size)
 
 
 def corrupt(src: Path, dest: Path, edit: Callable[[bytearray], bytearray]) -> Path:
@@ -88,6 +92,8 @@ def test_corruptions_are_caught_with_a_reason(tmp_path: Path) -> None:
         bad = corrupt(good, tmp_path / f"bad_{name.replace(' ', '_')}.fits", edit)
         with pytest.raises(VerificationError, match=reason):
             check_fits(bad)
+        with pytest.raises(VerificationError, match=reason):
+            verify_body(bad.read_bytes(), bad.name)  # the same checks on a body in memory
         with pytest.raises((OSError, ValueError, VerificationError)):
             verify_file(bad, fits=True)
 
@@ -109,6 +115,11 @@ def test_size_and_name_rules(tmp_path: Path) -> None:
     verify_file(path)  # not a FITS name: only the size is checked
     with pytest.raises(VerificationError, match="multiple of 2880"):
         verify_file(path, display_name="data.fits")
+    verify_body(b"not fits at all", "data.bin", expected_size=15)  # the same for a held body
+    with pytest.raises(VerificationError, match="size is 15 bytes, expected 16"):
+        verify_body(b"not fits at all", "data.bin", expected_size=16)
+    with pytest.raises(VerificationError, match="multiple of 2880"):
+        verify_body(b"not fits at all", "data.fits")
 
 
 def test_sha256_prefix(tmp_path: Path) -> None:
