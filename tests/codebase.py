@@ -38,11 +38,14 @@ def _run_time_nodes(tree: ast.AST) -> Iterator[ast.AST]:
         yield from _run_time_nodes(child)
 
 
-def imported_names(module: str, path: Path) -> Iterator[tuple[str, int]]:
+def imported_names(module: str, path: Path, *, source: str | None = None,
+                   type_checking: bool = False) -> Iterator[tuple[str, int]]:
     """(dotted name, line) of every import the module can run: ``from a import b`` gives
-    ``a.b`` (a module, or a name in ``a``); relative imports are resolved."""
+    ``a.b`` (a module, or a name in ``a``); relative imports are resolved. ``source``: the
+    text, if not the file's; ``type_checking``: also the imports under ``if TYPE_CHECKING:``."""
     is_package = path.name == "__init__.py"
-    for node in _run_time_nodes(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text() if source is None else source, str(path))
+    for node in ast.walk(tree) if type_checking else _run_time_nodes(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield alias.name, node.lineno

@@ -4,7 +4,6 @@ couples unrelated tests); and the fast ``unit`` layer stays free of sockets and 
 
 from __future__ import annotations
 
-import ast
 import socket
 import subprocess
 import sys
@@ -13,32 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.codebase import imported_names, module_name
+
 pytestmark = pytest.mark.unit
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 
 
-def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
-
-
-def imported_modules(source: str, module: str) -> Iterator[tuple[int, str]]:
-    """(line, dotted name) of every module an import in ``source`` (the text of ``module``) may
-    load, at any depth (function-level imports included); ``from a import b`` yields ``a`` and
-    ``a.b``, relative imports resolved."""
-    package = module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}".rstrip(".")
-            yield node.lineno, base
-            for alias in node.names:
-                yield node.lineno, f"{base}.{alias.name}"
+def imported_modules(path: Path, source: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line, dotted name) of every module an import in the file may load, at any depth
+    (function-level and TYPE_CHECKING imports included): ``from a import b`` yields ``a`` and
+    ``a.b``."""
+    for name, line in imported_names(module_name(path), path, source=source, type_checking=True):
+        yield line, name
+        yield line, name.rpartition(".")[0]
 
 
 def is_test_or_conftest(name: str) -> bool:
@@ -49,7 +36,7 @@ def is_test_or_conftest(name: str) -> bool:
 def test_no_module_imports_a_test_module_or_a_conftest() -> None:
     offences = [f"{path.relative_to(ROOT)}:{line} imports {name}"
                 for path in sorted(TESTS.rglob("*.py"))
-                for line, name in imported_modules(path.read_text(), module_name(path))
+                for line, name in imported_modules(path)
                 if is_test_or_conftest(name)]
     assert offences == [], "move what is shared into a helper module:\n" + "\n".join(offences)
 
@@ -66,7 +53,7 @@ def test_no_module_imports_a_test_module_or_a_conftest() -> None:
     ("import pytest", False),
 ])
 def test_the_check_sees_every_form_of_import(source: str, found: bool) -> None:
-    names = [name for _, name in imported_modules(source, "tests.service.probe")]
+    names = [name for _, name in imported_modules(TESTS / "service" / "probe.py", source)]
     assert any(is_test_or_conftest(name) for name in names) is found, names
 
 
