@@ -56,9 +56,7 @@ class PartWriter:
         # so the writer thread gives up and retakes the GIL rarely (it otherwise convoys with
         # the event loop thread that is receiving the next batch).
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        view = memoryview(data)
-        while view:
-            view = view[self._fh.write(view) or 0:]
+        write_all(self._fh, data)
         if self._hasher is not None:
             self._hasher.update(data)
 
@@ -99,6 +97,11 @@ class PartWriter:
 def write_part(part: Path, data: bytes) -> None:
     """Write `data` as the whole part file (never through a symlink at its name)."""
     with open_nofollow(part, "wb") as fh:
-        view = memoryview(data)
-        while view:
-            view = view[fh.write(view) or 0:]
+        write_all(fh, data)
+
+
+def write_all(fh: io.FileIO, data: bytes) -> None:
+    """Write every byte of ``data`` to an unbuffered file (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view) or 0:]

@@ -43,6 +43,7 @@ from service.download.fetch import (
     resume_headers,
     validator_of,
 )
+from service.download.partfile import write_all
 from service.download.paths import (
     UnsafePathError,
     open_nofollow,
@@ -343,9 +344,7 @@ class _MemberFile:
                 self.run.made_dirs.add(self.dest.parent)
             self._fh = open_nofollow(part_path(self.dest), "wb")
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        view = memoryview(data)
-        while view:
-            view = view[self._fh.write(view) or 0:]
+        write_all(self._fh, data)
         self._hasher.update(data)
 
     def finish_sync(self, batch: list[bytes], end_offset: int) -> MemberResult:
