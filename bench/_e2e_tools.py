@@ -260,13 +260,20 @@ def timed_job(d: Daemon, spec: dict[str, Any], timeout: float) -> tuple[dict[str
         cpu0, t0, wall0 = d.cpu_seconds(), time.perf_counter(), time.time()
         job = api.call("POST", "/jobs", spec)
         final = wait_job(api, job["id"], timeout)
-        seconds = time.perf_counter() - t0
-        if final.get("finished_at"):
-            finished = datetime.fromisoformat(str(final["finished_at"]).replace("Z", "+00:00"))
-            seconds = min(seconds, finished.timestamp() - wall0)
+        seconds = recorded_seconds(final, wall0, time.perf_counter() - t0)
         return final, seconds, d.cpu_seconds() - cpu0
     finally:
         api.close()
+
+
+def recorded_seconds(final: dict[str, Any], posted_at: float, seen_after: float) -> float:
+    """Seconds from `posted_at` (time.time() just before the POST) to the job's `finished_at`
+    as the daemon recorded it; `seen_after` (when a poll saw it) if that is earlier or missing.
+    A poll answered late, e.g. behind other API traffic, does not count as download time."""
+    if not final.get("finished_at"):
+        return seen_after
+    finished = datetime.fromisoformat(str(final["finished_at"]).replace("Z", "+00:00"))
+    return min(seen_after, finished.timestamp() - posted_at)
 
 
 def job_error(final: dict[str, Any]) -> str:

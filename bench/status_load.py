@@ -23,7 +23,8 @@ from pathlib import Path
 
 import aiohttp
 
-from bench._e2e_sim import daemon, emulator, http_json
+from bench._e2e_sim import Sim, daemon, emulator, http_json
+from bench._e2e_tools import recorded_seconds
 from bench._procs import run_cli
 
 STEP_SECONDS = 12  # aia.lev1_euv_12s: one file per 12 s for one wavelength
@@ -36,6 +37,7 @@ class Run:
     status_calls: int
     cpu_seconds: float  # the daemon's, from POST /jobs to succeeded
     client_cpu_seconds: float  # this process's (the status loops, mostly) meanwhile
+    sim_cpu_seconds: float  # the emulator's meanwhile (it stands in for JSOC's machines)
 
     @property
     def rate(self) -> float:
@@ -81,9 +83,11 @@ class StatusLoad:
             self.calls += 1
 
 
-def one_run(tmp: Path, sim_url: str, files: int, clients: int, timeout: float) -> Run:
-    with daemon(tmp, sim_url, []) as d:
+def one_run(tmp: Path, sim: Sim, files: int, clients: int, timeout: float) -> Run:
+    with daemon(tmp, sim.url, []) as d:
         started, cpu_before, own_before = time.perf_counter(), d.cpu_seconds(), time.process_time()
+        posted_at = time.time()
+        sim_before = sim.cpu_seconds()
         job = http_json(d.api + "/jobs", spec(files))
         with StatusLoad(f"{d.api}/jobs/{job['id']}", clients) as load:
             deadline = time.monotonic() + timeout
@@ -94,11 +98,12 @@ def one_run(tmp: Path, sim_url: str, files: int, clients: int, timeout: float) -
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"job not done after {timeout}s: {status['files']}")
                 time.sleep(0.1)
-        seconds, cpu = time.perf_counter() - started, d.cpu_seconds() - cpu_before
-        own = time.process_time() - own_before
+        seconds = recorded_seconds(status, posted_at, time.perf_counter() - started)
+        cpu = d.cpu_seconds() - cpu_before
+        own, sim_cpu = time.process_time() - own_before, sim.cpu_seconds() - sim_before
         if status["state"] != "succeeded":
             raise RuntimeError(f"job ended {status['state']}: {status.get('recent_errors')}")
-        return Run(seconds, int(status["bytes_done"]), load.calls, cpu, own)
+        return Run(seconds, int(status["bytes_done"]), load.calls, cpu, own, sim_cpu)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,25 +116,25 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv if argv is not None else [])
     print(f"\n{args.files} files of {args.file_size}, one daemon (SQLite) per run, "
           f"{args.clients} status loops\n")
-    print("| round | run | seconds | MB/s | daemon CPU s | client CPU s | status calls served |"
-          "\n|---:|---|---:|---:|---:|---:|---:|")
+    print("| round | run | seconds | MB/s | daemon CPU s | client CPU s | emulator CPU s "
+          "| status calls served |\n|---:|---|---:|---:|---:|---:|---:|---:|")
     ratios = []
     with (tempfile.TemporaryDirectory(prefix="jsoc-bulk-status-") as tmp,
           emulator(Path(tmp), ["--file-size", args.file_size, "--staging-delay", "0.2"]) as sim):
         # the first run makes the emulator generate the files: a warm-up, not measured
         (Path(tmp) / "warm-up").mkdir()
-        one_run(Path(tmp) / "warm-up", sim.url, args.files, 0, args.timeout)
+        one_run(Path(tmp) / "warm-up", sim, args.files, 0, args.timeout)
         for n in range(1, args.rounds + 1):
             order = [("quiet", 0), ("loaded", args.clients)]
             runs = {}
             for name, clients in order if n % 2 else order[::-1]:
                 (Path(tmp) / f"{name}-{n}").mkdir()
-                runs[name] = one_run(Path(tmp) / f"{name}-{n}", sim.url, args.files, clients,
+                runs[name] = one_run(Path(tmp) / f"{name}-{n}", sim, args.files, clients,
                                      args.timeout)
             for name, run in runs.items():
                 print(f"| {n} | {name} | {run.seconds:.2f} | {run.rate / 1e6:.2f} | "
                       f"{run.cpu_seconds:.1f} | {run.client_cpu_seconds:.1f} | "
-                      f"{run.status_calls} |", flush=True)
+                      f"{run.sim_cpu_seconds:.1f} | {run.status_calls} |", flush=True)
             ratios.append(runs["loaded"].rate / runs["quiet"].rate)
     print("\nrate under load / quiet rate by round: "
           + ", ".join(f"{r:.2f}" for r in ratios))
