@@ -79,8 +79,10 @@ class BreakerState(enum.StrEnum):
 
 
 class CircuitBreaker:
-    """Opens after `failure_threshold` consecutive failures; after `cooldown` seconds lets one
-    probe through (half-open); a success closes it, a failure re-opens it for another cool-down.
+    """Opens after `failure_threshold` consecutive failures; after `cooldown` seconds it is
+    half-open: callers that gate on "not open" (StageContext.host_open) send work again, a
+    success closes it, and a failure re-opens it for another cool-down (the failure count is
+    kept until a success, so one failure is enough).
     """
 
     def __init__(
@@ -96,7 +98,6 @@ class CircuitBreaker:
         self._clock = clock
         self._failures = 0
         self._opened_at: float | None = None
-        self._probe_in_flight = False
 
     @property
     def state(self) -> BreakerState:
@@ -116,26 +117,13 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self.cooldown - self._clock())
 
-    def allow(self) -> bool:
-        """May a request go out now? In half-open state only one probe at a time."""
-        state = self.state
-        if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.OPEN or self._probe_in_flight:
-            return False
-        self._probe_in_flight = True
-        return True
-
     def record_success(self) -> None:
         self._failures = 0
         self._opened_at = None
-        self._probe_in_flight = False
 
     def record_failure(self) -> None:
         self._failures += 1
-        was_probe = self._probe_in_flight
-        self._probe_in_flight = False
-        if was_probe or self._failures >= self.failure_threshold:
+        if self._failures >= self.failure_threshold:
             self._opened_at = self._clock()
 
 

@@ -28,14 +28,16 @@ class RecordListing:
         return self.columns.get(key.upper(), [])
 
     def times(self, key: str) -> list[float]:
-        """A time keyword's values as TAI seconds (MISSING and the like left out)."""
-        out = []
-        for value in self.values(key):
-            try:
-                out.append(parse_time(str(value)))
-            except TimeFormatError:
-                continue
-        return out
+        """A time keyword's values as TAI seconds (MISSING and the like left out: the list no
+        longer lines up with ``names``; ``record_times`` keeps each record with its time)."""
+        return [t for t in map(_tai, self.values(key)) if t is not None]
+
+    def record_times(self, key: str) -> list[tuple[str, float | None]]:
+        """Each listed record's name with its time keyword as TAI seconds; None where the value
+        cannot be read (JSOC's MISSING and the like) or the column is absent."""
+        column = self.values(key)
+        return [(name, _tai(column[i]) if i < len(column) else None)
+                for i, name in enumerate(self.names)]
 
     def sizes(self) -> list[int]:
         """The ``*size*`` values in bytes ("NA" left out)."""
@@ -57,6 +59,14 @@ class RecordListing:
                     row[label] = column[i]
             table[name.lower()] = row
         return table
+
+
+def _tai(value: Any) -> float | None:
+    """A time value as TAI seconds (None when it is not a readable time, e.g. MISSING)."""
+    try:
+        return parse_time(str(value))
+    except TimeFormatError:
+        return None
 
 
 def parse_listing(reply: Mapping[str, Any]) -> RecordListing:

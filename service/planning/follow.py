@@ -86,14 +86,16 @@ def recheck_slots(spec: JobSpec, meta: SeriesMeta, tl: Timeline, est: JobEstimat
     return range(start, max(start, end), tl.stride)
 
 
-def late_in(tl: Timeline, names: list[str], times: list[float], held: set[str],
+def late_in(tl: Timeline, records: Iterable[tuple[str, float | None]], held: set[str],
             failed: Iterable[tuple[str, str]]) -> list[int]:
-    """Slots where JSOC lists a record (``names``, lower case, with their ``times``) that the
-    job holds no file row for (``held``) and no failed chunk covers."""
+    """Slots where JSOC lists a record (lower-case name, time) that the job holds no file row
+    for (``held``) and no failed chunk covers. A record whose time could not be read (None:
+    JSOC's MISSING) has no slot, so no chunk can name it: it is left out (the stage logs it),
+    and every other record keeps its own time."""
     spans = [(parse_time(a), parse_time(b)) for a, b in failed]
     found = set()
-    for name, tai in zip(names, times, strict=False):
-        if name not in held and not any(a <= tai < b for a, b in spans):
+    for name, tai in records:
+        if tai is not None and name not in held and not any(a <= tai < b for a, b in spans):
             found.add(tl.index(tai))
     return sorted(found)
 

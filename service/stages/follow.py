@@ -59,13 +59,17 @@ async def late_slots(ctx: StageContext, job_id: str, spec: JobSpec, meta: Series
     assert key is not None
     reply = await ctx.jsoc.rs_list(window_recordset(spec, meta, tl, slots), keys=[key.name],
                                    rec_index=True)
-    listing = parse_listing(reply)
-    names = [name.strip().lower() for name in listing.names]
-    if not names:
+    records = [(name.strip().lower(), tai)
+               for name, tai in parse_listing(reply).record_times(key.name)]
+    if not records:
         return []
+    untimed = [name for name, tai in records if tai is None]
+    if untimed:  # no slot to name them by: a mirror cannot fetch them (late_in skips them)
+        log.warning("follow job %s: %d record(s) listed with an unreadable %s (e.g. MISSING) "
+                    "are skipped, first %s", job_id, len(untimed), key.name, untimed[0])
     held = await ctx.repo.window_contents(job_id, format_tai(tl.time(slots.start) - 1),
                                           format_tai(tl.time(slots.stop) + 1))
-    return late_in(tl, names, listing.times(key.name), held.records, held.failed)
+    return late_in(tl, records, held.records, held.failed)
 
 
 async def follow_estimate(ctx: StageContext, job_id: str, spec: JobSpec, meta: SeriesMeta,

@@ -3,6 +3,8 @@ appear (and a seeded share of them appear late); the mirror must fetch each exac
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -10,22 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from jsocsim import run_emulator
 from jsocsim.records import RecordsConfig
 from service.api.schemas import MirrorStatus, mirror_status
 from service.db.repo import Repo
 from service.jsoc.client import JsocClient
+from service.jsoc.listing import parse_listing
 from service.planning.cursor import JobEstimate
-from service.planning.follow import late_chunks
+from service.planning.follow import late_chunks, late_in
 from service.planning.recordsets import newest_recordset, time_group
-from service.planning.timeline import timeline
+from service.planning.timeline import Timeline, timeline
+from service.stages.context import open_context
+from service.stages.follow import late_slots
 from service.timeutil import format_tai, parse_time
 from service.validation import parse_job_spec
 from tests.service.api_harness import EMAIL as API_EMAIL
 from tests.service.api_harness import served_api
 from tests.service.jobs_harness import EMAIL, Running, describe, make_settings, wait_for
-from tests.service.series_meta import aia_meta, sharp_meta
+from tests.service.rows import ready_export
+from tests.service.series_meta import aia_meta, make_meta, sharp_meta, t_rec
+from tests.service.stub_server import serving
 
 START = "2014.01.01_00:00:00_TAI"
 STEP_45S = 45
@@ -102,6 +110,59 @@ def test_late_record_chunks_name_each_slot_once_within_the_limits() -> None:
     assert [r.est_records for r in rows] == [4, 4, 2]
     assert newest_recordset(meta) == "aia.lev1_euv_12s[$]"
     assert newest_recordset(sharp_meta()) == "hmi.sharp_720s[][$]"
+
+
+def listed_with_a_missing_time(series: str, tl: Timeline) -> tuple[dict[str, Any], list[int]]:
+    """An rs_list reply (R=1, key=T_REC) of the first four slots, as JSOC shapes it, whose
+    second record's T_REC is MISSING; and those four slots."""
+    slots = [tl.first + i for i in range(4)]
+    names = [f"{series}[{format_tai(tl.time(s))}]" for s in slots]
+    values = [format_tai(tl.time(s)) for s in slots]
+    values[1] = "MISSING"
+    return {"status": 0, "count": 4, "keywords": [{"name": "T_REC", "values": values}],
+            "recinfo": [{"name": n} for n in names]}, slots
+
+
+@pytest.mark.unit
+def test_a_record_with_a_missing_time_is_skipped_without_shifting_the_others() -> None:
+    spec = parse_job_spec(mirror_spec("hmi.M_45s"))
+    tl = timeline(spec, make_meta("hmi.M_45s", [t_rec(45)], [], ["magnetogram"]))
+    reply, slots = listed_with_a_missing_time("hmi.M_45s", tl)
+    records = [(n.lower(), t) for n, t in parse_listing(reply).record_times("T_REC")]
+    assert [t for _, t in records] == [tl.time(slots[0]), None, tl.time(slots[2]),
+                                       tl.time(slots[3])]
+    held = {records[0][0], records[2][0]}  # the job has the 1st and 3rd; the 4th is late
+    assert late_in(tl, records, held, []) == [slots[3]]
+
+
+async def test_late_slots_keeps_names_and_times_paired_past_a_missing_time(
+        tmp_path: Path, repo: Repo, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Through the stage, its repository and real HTTP (a stub JSOC: the emulator's time
+    prime keys are never MISSING): the record after a MISSING time is found late in its own
+    slot, not in the slot of the record before it."""
+    series = "hmi.M_45s"
+    spec = parse_job_spec(mirror_spec(series))
+    meta = make_meta(series, [t_rec(45)], [], ["magnetogram"])
+    tl = timeline(spec, meta)
+    reply, slots = listed_with_a_missing_time(series, tl)
+
+    async def jsoc(request: web.Request) -> web.Response:
+        assert request.query["op"] == "rs_list"
+        return web.json_response(reply)
+
+    job, _ = await repo.create_job(mirror_spec(series), notify_email=EMAIL, follow=True)
+    await repo.add_chunks(job.id, [{"seq": 0, "recordset": f"{series}[{START}/180s]",
+                                    "start_time": START,
+                                    "end_time": format_tai(tl.time(slots[-1] + 1))}])
+    await repo.start_job(job.id)
+    held = [format_tai(tl.time(slots[i])) for i in (0, 2)]  # the 1st and 3rd were fetched
+    await ready_export(repo, job.id, held)
+    async with serving(jsoc) as url, \
+            open_context(make_settings(tmp_path, url, db_url), repo, asyncio.Event(), "w") as ctx:
+        late = await late_slots(ctx, job.id, spec, meta, tl, range(slots[0], slots[-1] + 1))
+    assert late == [slots[3]]
+    assert any("1 record(s) listed with an unreadable T_REC" in r.getMessage()
+               and r.levelno == logging.WARNING for r in caplog.records)
 
 
 async def test_mirror_fetches_new_and_late_records_exactly_once(

@@ -73,27 +73,24 @@ class FakeClock:
 def test_breaker_transitions() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=3, cooldown=60.0, clock=clock)
-    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+    assert breaker.state is BreakerState.CLOSED and breaker.retry_in() == 0.0
     breaker.record_failure()
     breaker.record_failure()
     breaker.record_success()  # a success resets the count
     assert breaker.consecutive_failures == 0
     for _ in range(3):
-        assert breaker.allow()
         breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert breaker.state is BreakerState.OPEN
     assert breaker.retry_in() == 60.0
     clock.now += 59.0
     assert breaker.state is BreakerState.OPEN and breaker.retry_in() == pytest.approx(1.0)
     clock.now += 1.0
-    assert breaker.state is BreakerState.HALF_OPEN
-    assert breaker.allow() and not breaker.allow()  # exactly one probe
-    breaker.record_failure()  # failed probe: open again for a full cool-down
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.retry_in() == 0.0
+    breaker.record_failure()  # one failure after the cool-down: open again for a full one
     assert breaker.state is BreakerState.OPEN and breaker.retry_in() == 60.0
     clock.now += 60.0
-    assert breaker.allow()
     breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED and breaker.allow() and breaker.allow()
+    assert breaker.state is BreakerState.CLOSED and breaker.consecutive_failures == 0
 
 
 @pytest.mark.unit
