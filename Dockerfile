@@ -14,10 +14,10 @@ COPY service ./service
 COPY jsocsim ./jsocsim
 COPY jsoc_bulk ./jsoc_bulk
 COPY migrations ./migrations
-# Editable install: the service applies the Alembic migrations it finds beside its sources
-# (/app/migrations); a regular install would leave them behind in /app. The `jsocsim` extra:
+# A regular install into site-packages: the wheel carries the Alembic migrations (the
+# `migrations` package) with the service, which finds them there. The `jsocsim` extra:
 # docker-compose.yml runs the emulator from this image too.
-RUN pip install -e ".[jsocsim]" \
+RUN pip install ".[jsocsim]" \
     && useradd --create-home --uid 10001 jsoc \
     && mkdir -p /data && chown jsoc:jsoc /data
 

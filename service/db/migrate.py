@@ -1,13 +1,16 @@
-"""Apply the Alembic migrations in ``<repo root>/migrations`` to a database.
+"""Apply the Alembic migrations (the ``migrations`` package) to a database.
 
 ``upgrade(url)`` is what ``jsoc-bulk db upgrade`` runs; ``upgrade_async(url)`` is the same for
 code already inside an event loop (the daemon at start-up). Neither depends on the current
-working directory.
+working directory. The migrations are found through the import system, so one lookup serves a
+checkout (the top-level ``migrations/``) and an installed wheel (which ships the package).
 """
 
 from __future__ import annotations
 
 import asyncio
+from functools import cache
+from importlib.util import find_spec
 from pathlib import Path
 
 from alembic import command
@@ -17,25 +20,35 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-import service
 from service.db.engine import make_engine, parse_database_url
 
-PROJECT_ROOT = Path(service.__file__).resolve().parent.parent
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+MIGRATIONS_PACKAGE = "migrations"
 
 
 class MigrationError(RuntimeError):
     """The migrations cannot be found or applied."""
 
 
+@cache
+def migrations_dir() -> Path:
+    """The directory of the ``migrations`` package (its ``env.py`` and ``versions/``)."""
+    spec = find_spec(MIGRATIONS_PACKAGE)
+    if spec is None or spec.origin is None:  # not importable, or a bare directory
+        raise MigrationError(
+            f"the Alembic migrations (package {MIGRATIONS_PACKAGE!r}) cannot be imported; "
+            "reinstall jsoc-bulk (pip install ., or pip install -e . in a checkout)")
+    location = Path(spec.origin).parent
+    if not (location / "env.py").is_file():
+        raise MigrationError(
+            f"package {MIGRATIONS_PACKAGE!r} at {location} has no env.py, so it is not "
+            "jsoc-bulk's migrations (is another package of that name first on sys.path?)")
+    return location
+
+
 def alembic_config() -> Config:
     """An Alembic config pointing at the project's migrations (no logging setup, no ini file)."""
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise MigrationError(
-            f"migrations directory not found at {MIGRATIONS_DIR}; jsoc-bulk must run from its "
-            "source tree (pip install -e .)")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(migrations_dir()))
     return config
 
 
@@ -43,7 +56,7 @@ def head_revision() -> str:
     """The newest migration revision id."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
-        raise MigrationError(f"no migrations found in {MIGRATIONS_DIR}")
+        raise MigrationError(f"no migrations found in {migrations_dir()}")
     return head
 
 

@@ -1,4 +1,6 @@
-"""Migrations: they build exactly the models' schema, on both databases, from any directory."""
+"""Migrations: they build exactly the models' schema, on both databases, from any directory;
+the service finds them through the ``migrations`` package (an installed wheel is tested in
+tests/test_packaging.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,16 @@ from sqlalchemy.engine import Connection
 
 from service.db.engine import make_engine
 from service.db.migrate import (
-    PROJECT_ROOT,
+    MigrationError,
     alembic_config,
     current_revision_async,
     head_revision,
     is_up_to_date_async,
+    migrations_dir,
     upgrade_async,
 )
 from service.db.models import Base
+from tests.codebase import ROOT
 
 
 def _differences(connection: Connection, metadata: MetaData) -> list:
@@ -86,10 +90,38 @@ def test_alembic_cli_with_ini_file(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
     alembic = Path(sys.executable).with_name("alembic")
     env = {**os.environ, "JSOC_BULK_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
-    result = subprocess.run([str(alembic), "-c", str(PROJECT_ROOT / "alembic.ini"), "upgrade",
+    result = subprocess.run([str(alembic), "-c", str(ROOT / "alembic.ini"), "upgrade",
                              "head"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(db) as conn:
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
     assert version == head_revision()
+
+
+def test_a_checkout_finds_its_top_level_migrations() -> None:
+    assert migrations_dir() == ROOT / "migrations"
+
+
+@pytest.mark.parametrize(("package", "error"), [
+    (False, "package 'migrations'.* cannot be imported; reinstall jsoc-bulk"),
+    (True, "at .*/shadow/migrations has no env.py, so it is not jsoc-bulk's migrations"),
+])
+def test_migrations_that_cannot_be_found_are_named(
+        package: bool, error: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a bare ``migrations/`` directory (no package), or another package of that name."""
+    shadow = tmp_path / "shadow" / "migrations"
+    shadow.mkdir(parents=True)
+    if package:
+        (shadow / "__init__.py").touch()
+    monkeypatch.setattr(sys, "path", [str(shadow.parent)]
+                        + [p for p in sys.path if Path(p or ".").resolve() != ROOT])
+    monkeypatch.delitem(sys.modules, "migrations", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path
+                                           if "editable" not in getattr(f, "__module__", "")])
+    migrations_dir.cache_clear()
+    try:
+        with pytest.raises(MigrationError, match=error):
+            migrations_dir()
+    finally:
+        migrations_dir.cache_clear()
