@@ -36,6 +36,7 @@ from service.db.repo_base import (
     LeaseToken,
     PlanClaim,
     PollClaim,
+    StoredChunk,
 )
 from service.db.repo_exports import ExportsMixin
 from service.db.repo_jobs import JobsMixin
@@ -68,4 +69,5 @@ __all__ = [
     "Repo",
     "RepoError",
     "StagingSample",
+    "StoredChunk",
 ]

@@ -63,6 +63,24 @@ class PlanClaim:
 
 
 @dataclass(frozen=True)
+class StoredChunk:
+    """What a stored chunk says about itself: its record set, time range (end excluded) and
+    byte estimate, enough to rebuild its plan (``service/planning/stored.py``)."""
+
+    seq: int
+    part: str
+    recordset: str
+    start_time: str | None
+    end_time: str | None
+    est_bytes: int | None
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> StoredChunk:
+        return cls(chunk.seq, chunk.part, chunk.recordset, chunk.start_time, chunk.end_time,
+                   chunk.est_bytes)
+
+
+@dataclass(frozen=True)
 class ExportClaim:
     """A chunk leased for export submission, with its reserved export row.
 
@@ -73,12 +91,7 @@ class ExportClaim:
     export_id: int
     chunk_id: int
     job_id: str
-    seq: int
-    part: str
-    recordset: str
-    start_time: str | None
-    end_time: str | None
-    est_bytes: int | None
+    chunk: StoredChunk
     notify_email: str
     spec: dict[str, Any]
     lease_token: int

@@ -18,6 +18,7 @@ from service.db.repo_base import (
     ExportClaim,
     PollClaim,
     RepoBase,
+    StoredChunk,
     guarded,
     lease_free,
     lease_until,
@@ -202,7 +203,6 @@ class ExportsMixin(RepoBase):
 
 def _export_claim(export_id: int, chunk: Chunk, email: str, spec: dict[str, Any], token: int,
                   *, resumed: bool) -> ExportClaim:
-    return ExportClaim(export_id, chunk.id, chunk.job_id, chunk.seq, chunk.part, chunk.recordset,
-                       chunk.start_time, chunk.end_time, chunk.est_bytes, email, spec, token,
-                       resumed, chunk.est_records)
+    return ExportClaim(export_id, chunk.id, chunk.job_id, StoredChunk.of(chunk), email, spec,
+                       token, resumed, chunk.est_records)
 

@@ -1,4 +1,4 @@
-"""Resumable downloads: fetch, verification, connection limits and safe destination paths."""
+"""Resumable downloads: fetch, verification, backoff and breakers, safe destination paths."""
 
 from service.download.errors import DownloadError
 from service.download.fetch import (
@@ -13,7 +13,6 @@ from service.download.limits import (
     BreakerState,
     CircuitBreaker,
     HostBreakers,
-    HostLimiter,
     backoff_delay,
     retry_after_seconds,
     retry_delay,
@@ -31,7 +30,6 @@ __all__ = [
     "FetchRetryableError",
     "FetchVerifyError",
     "HostBreakers",
-    "HostLimiter",
     "UnsafePathError",
     "VerificationError",
     "backoff_delay",

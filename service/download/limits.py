@@ -1,19 +1,16 @@
-"""Politeness and retry primitives: backoff with full jitter, Retry-After, circuit breakers,
-and an in-process global / per-host connection limiter.
+"""Politeness and retry primitives: backoff with full jitter, Retry-After, circuit breakers.
 
-These are process-local. Limits that must hold across workers are enforced by the database
-(host_slots / email_slots); the limiter here keeps one process from exceeding its share.
+These are process-local. Limits that must hold across workers (connections per host, pending
+exports per email) are enforced by the database (host_slots / email_slots).
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -153,47 +150,3 @@ def host_key(host_or_url: str) -> str:
     if "://" in host_or_url:
         return urlsplit(host_or_url).netloc.lower()
     return host_or_url.lower()
-
-
-class HostLimiter:
-    """Bounds concurrent connections globally and per host (`host[:port]` keys).
-
-    Hosts not in `per_host` get `default_per_host`. Waiters take the host slot before the global
-    one, so a task queued behind a busy host never holds a global slot.
-    """
-
-    def __init__(
-        self,
-        global_limit: int = 4,
-        per_host: Mapping[str, int] | None = None,
-        default_per_host: int = 1,
-    ) -> None:
-        limits = dict(per_host or {})
-        for name, value in [("global_limit", global_limit), ("default_per_host", default_per_host),
-                            *limits.items()]:
-            if value < 1:
-                raise ValueError(f"connection limit for {name} must be >= 1, got {value}")
-        self.global_limit = global_limit
-        self.default_per_host = default_per_host
-        self._limits = {host_key(h): n for h, n in limits.items()}
-        self._global = asyncio.Semaphore(global_limit)
-        self._hosts: dict[str, asyncio.Semaphore] = {}
-        self.active: dict[str, int] = {}
-        self.peak: dict[str, int] = {}
-
-    def limit_for(self, host_or_url: str) -> int:
-        return self._limits.get(host_key(host_or_url), self.default_per_host)
-
-    @asynccontextmanager
-    async def slot(self, host_or_url: str) -> AsyncIterator[None]:
-        """Hold one connection slot for the host for the duration of the block."""
-        host = host_key(host_or_url)
-        if host not in self._hosts:
-            self._hosts[host] = asyncio.Semaphore(self.limit_for(host))
-        async with self._hosts[host], self._global:
-            self.active[host] = self.active.get(host, 0) + 1
-            self.peak[host] = max(self.peak.get(host, 0), self.active[host])
-            try:
-                yield
-            finally:
-                self.active[host] -= 1

@@ -1,16 +1,18 @@
 """Chunks as the database takes and gives them back.
 
 ``NewChunk`` is a chunk to insert (``Repo.add_chunks``, or a half for ``Repo.split_chunk``);
-``StoredChunk`` is what a stored chunk says about itself, from which ``stored_chunk_plan``
-rebuilds the ``ChunkPlan`` that ``split_chunk`` halves (JSOC status 3).
+from a ``StoredChunk`` (what a stored chunk says about itself, as the repository gives it back:
+``service/db/repo_base.py``) ``stored_chunk_plan`` rebuilds the ``ChunkPlan`` that
+``split_chunk`` halves (JSOC status 3).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
+from service.db.repo_base import StoredChunk
 from service.jobspec import JobSpec
 from service.jsoc.metadata import SeriesMeta
 from service.planning.chunks import ChunkPlan, multiplicity, split_chunk
@@ -54,40 +56,6 @@ def new_chunk(chunk: ChunkPlan, seq: int | None = None) -> NewChunk:
 def split_children(plan: ChunkPlan) -> list[NewChunk]:
     """The two halves of a chunk JSOC called too large (ChunkSplitError if it has none)."""
     return [new_chunk(half) for half in split_chunk(plan)]
-
-
-class ChunkRecord(Protocol):
-    """Anything that carries a stored chunk's columns (a chunk row, an export claim)."""
-
-    @property
-    def seq(self) -> int: ...
-    @property
-    def part(self) -> str: ...
-    @property
-    def recordset(self) -> str: ...
-    @property
-    def start_time(self) -> str | None: ...
-    @property
-    def end_time(self) -> str | None: ...
-    @property
-    def est_bytes(self) -> int | None: ...
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    """What a stored chunk says about itself: enough to rebuild its plan."""
-
-    seq: int
-    part: str
-    recordset: str
-    start_time: str | None
-    end_time: str | None
-    est_bytes: int | None
-
-    @classmethod
-    def of(cls, chunk: ChunkRecord) -> StoredChunk:
-        return cls(chunk.seq, chunk.part, chunk.recordset, chunk.start_time, chunk.end_time,
-                   chunk.est_bytes)
 
 
 def stored_chunk_plan(spec: JobSpec, meta: SeriesMeta, chunk: StoredChunk) -> ChunkPlan:

@@ -16,7 +16,14 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from service.db.repo import InvalidTransition, LeaseLost, LeaseToken, NotFound, PlanClaim
+from service.db.repo import (
+    InvalidTransition,
+    LeaseLost,
+    LeaseToken,
+    NotFound,
+    PlanClaim,
+    StoredChunk,
+)
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.lookups import check_email
 from service.jsoc.metadata import SeriesMeta
@@ -25,7 +32,7 @@ from service.ops import metrics
 from service.ops.logs import log_context
 from service.planning.chunks import ChunkSplitError
 from service.planning.cursor import PLAN_BATCH, next_chunks
-from service.planning.stored import StoredChunk, new_chunk, split_children, stored_chunk_plan
+from service.planning.stored import new_chunk, split_children, stored_chunk_plan
 from service.stages.context import StageContext
 from service.stages.estimates import estimate
 from service.stages.follow import plan_follow

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
-from service.db.repo import UNFENCED, LeaseLost, PollClaim
+from service.db.repo import UNFENCED, LeaseLost, PollClaim, StoredChunk
 from service.db.tar_rows import tar_key
 from service.jobspec import JobSpec, SpecError
 from service.jsoc.client import ExportItem, ExportReply
@@ -22,7 +22,6 @@ from service.jsoc.metadata import SeriesMeta
 from service.jsoc.replies import file_name_problem
 from service.jsoc.status import JsocError, StatusKind, error_for_status
 from service.ops import metrics
-from service.planning.stored import StoredChunk
 from service.safetext import clean_text
 from service.stages.context import StageContext
 from service.stages.placement import (

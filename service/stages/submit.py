@@ -25,7 +25,6 @@ from service.jsoc.client import ExportReply
 from service.jsoc.metadata import SeriesMeta
 from service.jsoc.status import JsocError, JsocPendingLimitError, StatusKind
 from service.ops import metrics
-from service.planning.stored import StoredChunk
 from service.stages.context import StageContext
 from service.stages.method_choice import method_for_chunk
 from service.stages.placement import PlacementError
@@ -107,11 +106,11 @@ class Submission:
         ctx, claim = self.ctx, self.claim
         method = await method_for_chunk(ctx, spec, meta, chunk_id=claim.chunk_id,
                                         est_records=claim.est_records,
-                                        est_bytes=claim.est_bytes)
+                                        est_bytes=claim.chunk.est_bytes)
         while await ctx.wait_for_jsoc():
             sent_at = ctx.now()
             try:
-                reply = await ctx.jsoc.exp_request(claim.recordset, claim.notify_email,
+                reply = await ctx.jsoc.exp_request(claim.chunk.recordset, claim.notify_email,
                                                    method=method, protocol=spec.protocol,
                                                    filenamefmt=meta.export_filenamefmt())
             except JsocPendingLimitError as exc:
@@ -140,7 +139,7 @@ class Submission:
                       method: str, sent_at: datetime) -> None:
         ctx, claim = self.ctx, self.claim
         if reply.status == 0 and not reply.request_id:  # url_quick: no staging, files listed
-            files = await ready_files(ctx, spec, meta, reply, claim.recordset)
+            files = await ready_files(ctx, spec, meta, reply, claim.chunk.recordset)
             await ctx.repo.record_export_ready(claim.export_id, files=files,
                                                index=index_header(reply),
                                                lease_token=claim.lease_token,
@@ -193,7 +192,7 @@ class Submission:
     async def _split(self, spec: JobSpec, meta: SeriesMeta, message: str) -> None:
         c = self.claim
         await split_or_fail(self.ctx, spec, meta, export_id=c.export_id, chunk_id=c.chunk_id,
-                            chunk=StoredChunk.of(c), reason=message, chunk_token=c.lease_token,
+                            chunk=c.chunk, reason=message, chunk_token=c.lease_token,
                             export_token=c.lease_token)
 
     async def _fail(self, message: str, status: int | None) -> None:

@@ -1,22 +1,17 @@
-"""Backoff, Retry-After, circuit breaker, and the connection limiter (measured server-side)."""
+"""Backoff, Retry-After and circuit breakers."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import aiohttp
 import pytest
-from aiohttp import web
 
 from service.download.limits import (
     BreakerState,
     CircuitBreaker,
     HostBreakers,
-    HostLimiter,
     backoff_delay,
     host_key,
     retry_after_seconds,
@@ -102,64 +97,3 @@ def test_breakers_are_per_host() -> None:
     assert breakers.for_host("http://other:80/").state is BreakerState.CLOSED
     assert breakers.states() == {"jsoc.example:80": "open", "other:80": "closed"}
     assert host_key("http://a:1/b?c") == "a:1"
-
-
-@pytest.fixture
-async def counting_server() -> AsyncIterator[tuple[str, dict[str, int]]]:
-    """Counts concurrent requests; each holds its connection for 20 ms."""
-    counts = {"active": 0, "peak": 0, "served": 0}
-
-    async def handle(request: web.Request) -> web.Response:
-        counts["active"] += 1
-        counts["peak"] = max(counts["peak"], counts["active"])
-        await asyncio.sleep(0.02)  # server-side hold so that requests overlap
-        counts["active"] -= 1
-        counts["served"] += 1
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}/", counts
-    await runner.cleanup()
-
-
-async def _hit_many(limiter: HostLimiter, url: str, n: int) -> None:
-    async with aiohttp.ClientSession() as session:  # unlimited pool: only the limiter bounds
-
-        async def one() -> None:
-            async with limiter.slot(url), session.get(url) as resp:
-                assert resp.status == 200
-                await resp.read()
-
-        await asyncio.gather(*(one() for _ in range(n)))
-
-
-@pytest.mark.parametrize("per_host", [1, 3])
-async def test_limiter_bounds_concurrency_on_the_server(
-        counting_server: tuple[str, dict[str, int]], per_host: int) -> None:
-    url, counts = counting_server
-    limiter = HostLimiter(global_limit=8, per_host={url: per_host})
-    await _hit_many(limiter, url, 12)
-    assert counts["served"] == 12
-    assert counts["peak"] == per_host  # reached, never exceeded
-    assert limiter.peak[host_key(url)] == per_host and limiter.active[host_key(url)] == 0
-
-
-async def test_global_limit_caps_below_host_limit(
-        counting_server: tuple[str, dict[str, int]]) -> None:
-    url, counts = counting_server
-    limiter = HostLimiter(global_limit=2, default_per_host=5)
-    await _hit_many(limiter, url, 10)
-    assert counts["peak"] == 2 and limiter.limit_for(url) == 5
-
-
-@pytest.mark.unit
-def test_limiter_rejects_bad_limits() -> None:
-    with pytest.raises(ValueError, match="must be >= 1"):
-        HostLimiter(global_limit=0)
-    with pytest.raises(ValueError, match="jsoc"):
-        HostLimiter(per_host={"jsoc": 0})

@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from service.db.repo import StoredChunk
 from service.jobspec import SpecError
 from service.planning.chunks import (
     END_MARGIN,
@@ -19,7 +20,7 @@ from service.planning.chunks import (
     split_chunk,
 )
 from service.planning.recordsets import build_recordset
-from service.planning.stored import StoredChunk, new_chunk, stored_chunk_plan
+from service.planning.stored import new_chunk, stored_chunk_plan
 from service.timeutil import (
     duration_range_slots,
     interval_slots,

@@ -127,7 +127,7 @@ async def test_export_lifecycle_to_success(repo: Repo, clock: Clock) -> None:
     r = Repo(repo.engine, clock=clock)
     job_id = await job_with_chunks(r, 1)
     claim = await r.claim_chunk_to_export("w1")
-    assert claim is not None and claim.recordset == "hmi.M_45s[0]" and not claim.resumed
+    assert claim is not None and claim.chunk.recordset == "hmi.M_45s[0]" and not claim.resumed
     assert await r.record_export_submitted(claim.export_id, request_id="JSOC_20250101_001",
                                            status=2, wait=10, lease_token=claim.lease_token,
                                            method="url", protocol="fits")
@@ -199,7 +199,8 @@ async def test_split_chunk_on_status_3(repo: Repo) -> None:
     [export] = await repo.list_exports(job_id)
     assert (export.state, export.jsoc_status) == ("error", 3)
     first = await repo.claim_chunk_to_export("w1")  # the email slot is free again
-    assert first is not None and first.recordset == "hmi.M_45s[0a]" and first.part == "0"
+    assert first is not None
+    assert (first.chunk.recordset, first.chunk.part) == ("hmi.M_45s[0a]", "0")
 
 
 async def test_fail_export_retry_then_permanent(repo: Repo, clock: Clock) -> None:

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 
 from jsocsim import run_emulator
-from service.db.repo import Repo
+from service.db.repo import Repo, StoredChunk
 from service.jobspec import JobSpec
 from service.jsoc.client import JsocClient
 from service.jsoc.metadata import SeriesMeta
 from service.planning.chunks import split_chunk
 from service.planning.cursor import JobEstimate, next_chunks
-from service.planning.stored import StoredChunk, new_chunk, stored_chunk_plan
+from service.planning.stored import new_chunk, stored_chunk_plan
 from service.planning.timeline import job_slots
 from service.stages import download_tick, plan_tick, poll_tick, submit_tick
 from service.stages.context import StageContext, open_context

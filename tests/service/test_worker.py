@@ -160,8 +160,8 @@ async def test_reservation_of_a_dead_worker_gets_its_pending_export_back(
     async with run_emulator(tmp_path / "jsoc", emails=[EMAIL], staging_delay=30) as emu:
         async with JsocClient(emu.base_url) as jsoc:  # what the dead worker sent
             meta = await jsoc.series_struct(SERIES)
-            sent = await jsoc.exp_request(dead.recordset, EMAIL, method="url", protocol="fits",
-                                          filenamefmt=meta.export_filenamefmt())
+            sent = await jsoc.exp_request(dead.chunk.recordset, EMAIL, method="url",
+                                          protocol="fits", filenamefmt=meta.export_filenamefmt())
         await repo.release_leases("dead")  # its lease ends (as if it expired)
         settings = make_settings(tmp_path, emu.base_url, db_url)
         running = Running(settings, repo)
