@@ -12,7 +12,9 @@ Failures: transient ones are retried with full-jitter backoff honouring Retry-Af
 host's circuit breaker is open (outage) files are handed back without counting an attempt and
 the lane stops; 404/410 on an export file means the export expired (re-export), and the rest
 of the batch from that export is dropped. A file already stored for another job is linked
-from there instead of fetched.
+from there instead of fetched. When a job is paused or cancelled, the file in flight
+finishes and the rest of its leased files are handed back (the lane asks about once a
+second).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from service.stages.transfer import (
     retry_outcome,
     retry_unexpected,
 )
+from service.states import JobState
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ PROGRESS_SECONDS = 2.0
 EXPIRED_HTTP = (404, 410)
 MAX_FINISHING = 4  # files being verified and renamed while the lane receives the next
 PREFETCH_AT = 8  # files left in the batch (at least) when the lane leases its next batch
+JOB_CHECK_SECONDS = 1.0  # how often a lane asks whether a job whose files it holds still runs
 _lane_numbers = itertools.count(1)
 
 
@@ -109,6 +113,7 @@ class Lane:
         self.claimed_at: dict[int, float] = {}  # file id -> when its lease was taken
         self.finishing: set[asyncio.Task[None]] = set()
         self.next_batch: asyncio.Task[list[FileClaim]] | None = None
+        self.job_runs: dict[str, tuple[float, bool]] = {}  # job id -> (checked at, runs)
 
     async def claim(self) -> list[FileClaim]:
         """Lease the next batch for this lane (empty when the host's slots are taken)."""
@@ -142,7 +147,11 @@ class Lane:
                     if self.next_batch is None and len(self.queue) <= self._prefetch_at:
                         self.next_batch = asyncio.create_task(self.claim())  # overlapped
                     await ctx.recorder.room()  # while the database is away, bounded
-                    await self.process(self.queue.popleft())
+                    claim = self.queue.popleft()
+                    if await self._job_runs(claim.job_id):
+                        await self.process(claim)
+                    else:
+                        self._hand_back_job(claim)
                 if self._should_stop():
                     break
                 self.queue.extend(await self._next())
@@ -159,6 +168,34 @@ class Lane:
     async def _next(self) -> list[FileClaim]:
         task, self.next_batch = self.next_batch, None
         return await (task if task is not None else self.claim())
+
+    async def _job_runs(self, job_id: str) -> bool:
+        """Whether the job still runs: a paused or cancelled job's leased files are not
+        fetched (its file in flight finishes). Asked at most every JOB_CHECK_SECONDS per job;
+        while the database cannot say, the lane goes on (its outcomes wait in the recorder)."""
+        now = time.monotonic()
+        known = self.job_runs.get(job_id)
+        if known is not None and now - known[0] < JOB_CHECK_SECONDS:
+            return known[1]
+        try:
+            job = await self.ctx.repo.get_job(job_id)
+        except Exception as exc:  # the database is away
+            log.debug("lane %s: cannot read job %s (%s)", self.name, job_id, exc)
+            return True
+        runs = job is not None and job.state == JobState.RUNNING
+        self.job_runs[job_id] = (now, runs)
+        return runs
+
+    def _hand_back_job(self, claim: FileClaim) -> None:
+        """Release ``claim`` and the queued files of its job (paused, cancelled or gone)."""
+        mine = [claim, *(c for c in self.queue if c.job_id == claim.job_id)]
+        self.queue = deque(c for c in self.queue if c.job_id != claim.job_id)
+        for c in mine:
+            self.claimed_at.pop(c.file_id, None)
+            self.ctx.holding["downloading"].discard(c.file_id)
+            record(self.ctx, FileOutcome(c.file_id, "release", c.lease_token))
+        log.info("lane %s: job %s no longer runs; handed back %d leased file(s)", self.name,
+                 claim.job_id, len(mine))
 
     def _should_stop(self) -> bool:
         return self.ctx.stop.is_set() or self.ctx.disk.full is not None or (

@@ -232,3 +232,30 @@ async def test_connection_limits_and_poll_pacing(tmp_path: Path) -> None:
         assert ctx.poll_delay(0.1, 0) == 1  # never faster than poll_min
         assert all(0 <= ctx.retry_delay(n, retry_after=None) <= settings.retry_cap
                    for n in range(20))
+
+
+@pytest.mark.emulator(file_size=20_000, bandwidth=10_000)  # about 2 s a file
+async def test_a_paused_job_gets_back_the_files_a_lane_leased_but_did_not_start(
+        emu: Any, repo: Repo, db_url: str, tmp_path: Path) -> None:
+    """A lane leases a whole batch; pausing the job lets the file in flight finish and hands
+    the rest back (pending) instead of fetching them one after another while paused."""
+    settings = make_settings(tmp_path, emu.base_url, db_url, max_chunk_records=6)
+    job, _ = await repo.create_job(job_spec(6), notify_email=EMAIL)  # one export of 6 files
+    running = Running(settings, repo)
+    try:
+        async def leased() -> bool:
+            return (await repo.job_summary(job.id)).files.get("downloading", 0) == 6
+        await wait_for(leased, 20, "the lane to lease all 6 files")
+        await repo.pause_job(job.id)
+
+        async def handed_back() -> bool:
+            return (await repo.job_summary(job.id)).files.get("pending", 0) >= 5
+        await wait_for(handed_back, 10, "the files not started handed back")
+        await asyncio.sleep(3)  # the file in flight finishes; no other is fetched meanwhile
+        files = (await repo.job_summary(job.id)).files
+        assert files.get("downloading", 0) == 0 and files.get("pending", 0) >= 5, files
+        requests = sum(f["requests"] for p, f in emu.stats()["files"].items()
+                       if p.endswith(".fits"))
+        assert requests <= 1, emu.stats()["files"]
+    finally:
+        await running.stop()
