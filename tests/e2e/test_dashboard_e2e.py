@@ -152,16 +152,17 @@ def test_pause_button_pauses_a_job_behind_the_token(browser: Any, services) -> N
     wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "h2 .state").text == "paused", 10,
              "the page to show the job paused")
     assert browser.find_element(By.CSS_SELECTOR, "button.action-resume").is_enabled()
-    # the file filter shows only the chosen state. Which states the job's files are in when it
-    # pauses depends on timing: the export may still be staging (its rows appear later, all
-    # pending), or a lane may already hold a batch of them (downloading: pause lets in-flight
-    # work finish). So the filter is set to the state of a file the API lists.
-    files = wait_for(lambda: http_json(f"{daemon.api}/jobs/{job_id}/files",
-                                       token=token)["items"], 30, "the export's files listed")
-    state = files[0]["state"]
-    Select(browser.find_element(By.ID, "file-state")).select_by_value(state)
+    # paused: the file in flight (if any) finishes and the lane hands the others back, so the
+    # job's files end up pending or done, none downloading (its export may also still be
+    # staging when the job pauses: its rows then appear later, pending)
+    def settled() -> bool:
+        states = [f["state"] for f in http_json(f"{daemon.api}/jobs/{job_id}/files",
+                                                 token=token)["items"]]
+        return "pending" in states and "downloading" not in states
+    wait_for(settled, 30, "the paused job's files pending, none downloading")
+    Select(browser.find_element(By.ID, "file-state")).select_by_value("pending")
     wait_for(lambda: {r.get_attribute("data-state") for r in browser.find_elements(
-        By.CSS_SELECTOR, "tr.file")} == {state}, 10, f"only {state} files listed")
+        By.CSS_SELECTOR, "tr.file")} == {"pending"}, 10, "only pending files listed")
 
     browser.find_element(By.ID, "forget-token").click()  # then typed into the prompt
     wait_for(form.is_displayed, 10, "the page to ask for the token again")
